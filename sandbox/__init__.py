@@ -1,0 +1,1 @@
+"""Isolated execution of untrusted code and test harnesses, as a library and as an HTTP service."""
