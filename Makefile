@@ -48,7 +48,7 @@ $(SYS_STAMP):
 	@touch $@
 
 quickstart: install
-	$(VENV)/bin/mixrl quickstart
+	$(VENV)/bin/mixrl quickstart --recipe recipes/quickstart.yaml
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -295,6 +295,8 @@ def verify_answer(gold: str, pred: str | None, pool: VerifierPool | None = None,
     'no_answer'
     """
     t0 = time.perf_counter()
+    if not gold.strip():
+        return Verdict(None, "bad_gold", "none", "empty ground truth")
     if pred is None or not pred.strip():
         return Verdict(False, "no_answer", "none")
     gold_s, pred_s = strip_percent(gold), strip_percent(pred)

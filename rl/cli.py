@@ -39,7 +39,7 @@ def _cmd_data(args) -> int:
 
     cfg = load_config(SyntheticDataConfig, args.recipe, args.overrides)
     out = ensure_datasets(cfg)
-    print(json.dumps({"out_dir": str(out), "domains": cfg.domains}))
+    print(json.dumps({"out_dir": str(out), "train_rows": cfg.train_rows}))
     return 0
 
 
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="generate the synthetic datasets (math, code, ifeval, chat)")
     p.add_argument("--recipe", default=None, help="YAML with SyntheticDataConfig keys")
-    p.add_argument("overrides", nargs="*", help="key=value, e.g. out_dir=runs/data train_rows_per_domain=1000")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. out_dir=runs/data train_rows.math=1000")
     p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("pretrain", help="train a tokenizer and a tiny Qwen2 base model from scratch")

@@ -103,7 +103,11 @@ def _replace_path(cfg: Any, path: list[str], value: Any, *, full_key: str) -> An
         raise ConfigError(_unknown_key_message(where, prefix + key, key, list(fields), prefix))
     hint = typing.get_type_hints(type(cfg))[key]
     current = getattr(cfg, key)
-    if rest:
+    if rest and isinstance(current, dict) and len(rest) == 1:
+        # mapping fields (e.g. data.train_rows.math=1000) take new keys: the mapping's keys are data, not schema
+        value_hint = (typing.get_args(hint) or (Any, Any))[-1]
+        new_value = {**current, rest[0]: _coerce(value_hint, value, source="command line", key=full_key)}
+    elif rest:
         if not dataclasses.is_dataclass(current):
             raise ConfigError(f"command line: '{prefix}{key}' is a {hint}, it has no key '{rest[0]}'")
         new_value = _replace_path(current, rest, value, full_key=full_key)

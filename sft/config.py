@@ -18,10 +18,11 @@ class SyntheticDataConfig:
     """Which synthetic datasets to generate (see `sft/data/synthetic.py`)."""
 
     out_dir: str = "runs/data"
-    train_rows_per_domain: int = 4000
+    # rows of the train split per domain (the domains generated are these keys); math gets the most because
+    # the tiny model's arithmetic improves with unique problems far more than with repeated epochs
+    train_rows: dict[str, int] = field(default_factory=lambda: {"math": 20000, "code": 3000, "ifeval": 3000, "chat": 2000})
     test_rows_per_domain: int = 200
     seed: int = 0
-    domains: list[str] = field(default_factory=lambda: ["math", "code", "ifeval", "chat"])
 
 
 @dataclass
@@ -153,6 +154,7 @@ class EvalConfig:
     max_response_tokens: int = 256
     thinking_token_budget: int = 0  # vLLM's explicit thinking budget; 0 = none
     multiturn_prompts: int = 50  # held-out two-turn chats probing that only the current turn's token counts
+    backend_check_prompts: int = 8  # with backend vllm: also decode these with transformers and compare greedy outputs
     seed: int = 0
 
 

@@ -109,15 +109,18 @@ def run_eval(cfg: EvalConfig) -> dict:
         engine = make_vllm_engine(cfg.model_path, dtype=cfg.dtype, seed=cfg.seed)
         responses = generate_vllm(engine, prompt_ids, max_tokens=cfg.max_response_tokens, thinking_token_budget=cfg.thinking_token_budget)
         del engine
+        agreement = backend_agreement(model, tokenizer, prompt_ids[: cfg.backend_check_prompts], responses, cfg)
     else:
         from sft.generate import generate_hf
 
         responses = generate_hf(model, tokenizer, prompt_ids, max_tokens=cfg.max_response_tokens)
+        agreement = None
     for item, response in zip(items, responses):
         item["response"] = response
         item["score"] = score_response(item["row"], response) if item["kind"] == "single" else None
     results = summarise(items)
-    results.update({"model_path": cfg.model_path, "backend": cfg.backend, "seconds": round(time.perf_counter() - t0, 1)})
+    results.update({"model_path": cfg.model_path, "backend": cfg.backend, "vllm_hf_greedy_agreement": agreement,
+                    "seconds": round(time.perf_counter() - t0, 1)})
     with open(out_dir / "samples.jsonl", "w") as f:
         for item in items:
             f.write(json.dumps({k: item[k] for k in ("domain", "kind", "think", "score", "response")} | {"prompt": item["messages"][-1]["content"]}) + "\n")
@@ -125,6 +128,24 @@ def run_eval(cfg: EvalConfig) -> dict:
     plot_accuracy(results, out_dir / "accuracy.png")
     print(f"[eval] {json.dumps(results)}", flush=True)
     return results
+
+
+def backend_agreement(model, tokenizer, prompt_ids: list[list[int]], vllm_texts: list[str], cfg: EvalConfig) -> float | None:
+    """Share of prompts whose greedy vLLM output equals transformers' greedy output from the same weights.
+
+    A bf16 engine may legitimately differ from fp32 transformers on near-ties; compare with dtype float32.
+    Skipped (None) when the thinking budget is on, since transformers has no such control.
+    """
+    if not prompt_ids or cfg.thinking_token_budget:
+        return None
+    from sft.generate import generate_hf
+
+    hf_texts = generate_hf(model, tokenizer, prompt_ids, max_tokens=cfg.max_response_tokens)
+    same = [a == b for a, b in zip(hf_texts, vllm_texts)]
+    for i, ok in enumerate(same):
+        if not ok:
+            print(f"[eval] vLLM and transformers differ on prompt {i}:\n  vllm: {vllm_texts[i]!r}\n  hf:   {hf_texts[i]!r}", flush=True)
+    return round(sum(same) / len(same), 4)
 
 
 def plot_accuracy(results: dict, path: Path) -> None:

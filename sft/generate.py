@@ -57,7 +57,11 @@ def generate_vllm(engine, prompt_ids: list[list[int]], *, max_tokens: int, tempe
 @torch.no_grad()
 def generate_hf(model, tokenizer, prompt_ids: list[list[int]], *, max_tokens: int, batch_size: int = 32) -> list[str]:
     """Greedy completions with transformers `generate` (left padding), decoded like vLLM does."""
+    import copy
+
     model.eval()
+    config = copy.deepcopy(model.generation_config)
+    config.max_new_tokens, config.do_sample = max_tokens, False
     pad = tokenizer.pad_token_id
     texts: list[str] = []
     for start in range(0, len(prompt_ids), batch_size):
@@ -65,10 +69,7 @@ def generate_hf(model, tokenizer, prompt_ids: list[list[int]], *, max_tokens: in
         width = max(len(p) for p in chunk)
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk])
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
-        out = model.generate(
-            input_ids=input_ids, attention_mask=attention, max_new_tokens=max_tokens, do_sample=False,
-            generation_config=model.generation_config,
-        )
+        out = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
         for row in out[:, width:].tolist():
             texts.append(tokenizer.decode(_until_eos(row, model.generation_config.eos_token_id), skip_special_tokens=True))
     return texts

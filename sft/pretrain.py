@@ -29,15 +29,16 @@ def ensure_datasets(cfg: SyntheticDataConfig) -> Path:
     from sft.data.synthetic import generate_datasets
 
     out = Path(cfg.out_dir)
-    wanted = [out / d / f"{s}.parquet" for d in cfg.domains for s in ("train", "test")]
+    wanted = [out / d / f"{s}.parquet" for d in cfg.train_rows for s in ("train", "test")]
     stamp = out / "generated_with.json"
     spec = asdict(cfg)
     if all(p.exists() for p in wanted) and stamp.exists() and json.loads(stamp.read_text()) == spec:
         return out
     t0 = time.perf_counter()
-    generate_datasets(out, cfg.train_rows_per_domain, cfg.test_rows_per_domain, seed=cfg.seed, domains=cfg.domains)
+    for domain, rows in cfg.train_rows.items():
+        generate_datasets(out, rows, cfg.test_rows_per_domain, seed=cfg.seed, domains=[domain])
     stamp.write_text(json.dumps(spec))
-    print(f"[data] generated {len(cfg.domains)} domains into {out} in {time.perf_counter() - t0:.1f}s", flush=True)
+    print(f"[data] generated {dict(cfg.train_rows)} train rows into {out} in {time.perf_counter() - t0:.1f}s", flush=True)
     return out
 
 
@@ -54,7 +55,7 @@ def pretraining_documents(cfg: SyntheticDataConfig) -> list[str]:
     from sft.data.loader import load_rows
 
     data_dir = ensure_datasets(cfg)
-    docs = [row_to_document(r) for d in cfg.domains for r in load_rows(data_dir / d / "train.parquet")]
+    docs = [row_to_document(r) for d in cfg.train_rows for r in load_rows(data_dir / d / "train.parquet")]
     random.Random(cfg.seed).shuffle(docs)
     return docs
 

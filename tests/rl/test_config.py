@@ -22,6 +22,14 @@ def test_yaml_and_command_line_overrides(tmp_path):
     assert cfg.train.rows_per_step == PretrainConfig().train.rows_per_step  # untouched default
 
 
+def test_mapping_override():
+    cfg = load_config(PretrainConfig, None, ["data.train_rows.math=7", "data.train_rows.extra=3"])
+    assert cfg.data.train_rows["math"] == 7 and cfg.data.train_rows["extra"] == 3
+    assert cfg.data.train_rows["code"] == PretrainConfig().data.train_rows["code"]
+    with pytest.raises(ConfigError, match=r"'data.train_rows.math' expects an integer"):
+        load_config(PretrainConfig, None, ["data.train_rows.math=lots"])
+
+
 def test_unknown_yaml_key_names_key_and_closest(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("train:\n  max_step: 7\n")

@@ -1,0 +1,285 @@
+r"""The reward router: one pipeline per domain, chosen by ``data_source`` (or ``ability``), scored batch-wise.
+
+``RewardRouter.score_batch(samples, global_step)`` is the trainer's entry point. Per batch:
+
+1. route each sample to its domain (`rewards.config.RewardConfig.resolve`; an unknown route raises);
+2. compute the base reward of every sample concurrently: answer verification on the `VerifierPool`, sandbox
+   calls on the `CodeExecutionClient`, one batched call per reward model on the `RewardModelClient`, IFEval and
+   multiple choice in-process;
+3. rule reward = answer × format × repetition (BlueLM-2.5 §2.3.5), components kept;
+4. length terms per group of samples of one prompt (``group_id``): the group-overlong term for correct samples,
+   DAPO's soft overlong punishment if enabled — which is why a batch, not a sample, is the unit;
+5. a sample whose base reward could not be computed (no client configured, client failure, verifier timeout,
+   bad ground truth) gets ``reward=None`` and ``error`` set: the trainer masks it. Never 0.
+
+Example::
+
+    router = RewardRouter()                      # default domains and routes, default verifier pool
+    results = router.score_batch([Sample("mixrl/synthetic_math", "... \\boxed{33}", "33", group_id=0)])
+    results[0].reward, results[0].components     # 1.1, {'answer': 1.0, 'format': 1.0, ..., 'length': 0.1}
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from rewards.clients import CodeExecutionClient, RewardModelClient, RewardModelRequest, TestSpec
+from rewards.config import DomainConfig, RewardConfig
+from rewards.extract import answer_part, extract_answer
+from rewards.format import format_coefficient
+from rewards.ifeval import InstructionError, ifeval_reward, parse_ifeval_ground_truth
+from rewards.length import dapo_overlong_penalty, group_overlong_rewards, length_alpha
+from rewards.repetition import repetition_coefficient
+from rewards.types import RewardResult, Sample, infer_thinking
+from rewards.verify import VerifierPool, default_pool, verify_answer
+
+
+@dataclass
+class _Base:
+    """The domain-specific part of a reward, before coefficients and length terms."""
+
+    value: float | None
+    correct: bool | None  # for the length penalty: only correct samples get α·λ
+    components: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _choice_gold(ground_truth: str) -> str:
+    return ground_truth.strip().strip("()").strip().upper()
+
+
+def parse_test_spec(ground_truth: str) -> TestSpec:
+    """Our code ground truth ``{"fn_name", "inputs", "outputs"}`` (APPS-style rows without ``fn_name`` too).
+
+    >>> parse_test_spec('{"fn_name": "add", "inputs": [[1, 2]], "outputs": [3]}')
+    TestSpec(fn_name='add', inputs=[[1, 2]], outputs=[3], extra={})
+    """
+    data = json.loads(ground_truth)
+    if not isinstance(data, Mapping) or "inputs" not in data or "outputs" not in data:
+        raise ValueError("code ground truth needs 'inputs' and 'outputs'")
+    extra = {k: v for k, v in data.items() if k not in ("fn_name", "inputs", "outputs")}
+    return TestSpec(fn_name=data.get("fn_name"), inputs=list(data["inputs"]), outputs=list(data["outputs"]), extra=extra)
+
+
+class RewardRouter:
+    """Scores batches of `Sample` with the pipelines of a `RewardConfig`.
+
+    pool: the math verifier pool (default: the process-wide one). code_client / rm_client: implementations of the
+    interfaces in `rewards.clients`; a domain that needs one that is missing yields masked results with ``error``.
+    max_concurrency: threads for verification and client calls (the pool itself bounds verifier processes).
+    Thread-safe: several threads may call `score_batch` at once.
+    """
+
+    def __init__(
+        self,
+        config: RewardConfig | None = None,
+        *,
+        pool: VerifierPool | None = None,
+        code_client: CodeExecutionClient | None = None,
+        rm_client: RewardModelClient | None = None,
+        max_concurrency: int = 16,
+    ) -> None:
+        self.config = config or RewardConfig()
+        self._pool = pool
+        self.code_client = code_client
+        self.rm_client = rm_client
+        self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="mixrl-reward")
+        self._lock = threading.Lock()
+
+    @property
+    def pool(self) -> VerifierPool:
+        return self._pool or default_pool()
+
+    def close(self) -> None:
+        """Stop the router's threads (the verifier pool belongs to whoever created it)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ entry points
+
+    def score(self, sample: Sample, global_step: int = 0) -> RewardResult:
+        """`score_batch` of one sample (a group of one for the length penalty)."""
+        return self.score_batch([sample], global_step)[0]
+
+    def score_batch(
+        self, samples: Sequence[Sample], global_step: int = 0, length_terms: bool = True
+    ) -> list[RewardResult]:
+        """One `RewardResult` per sample, in order. Raises `UnknownRouteError` for an unroutable sample.
+
+        ``length_terms=False`` skips the length terms (for callers that see one sample at a time, like verl's
+        ``compute_score``, where a "group" of one would add a constant α/2 to every correct answer).
+        """
+        domains = [self.config.resolve(s.data_source, s.ability) for s in samples]
+        bases = self._base_rewards(samples, domains)
+        results: list[RewardResult] = []
+        for sample, domain, base in zip(samples, domains, bases):
+            results.append(self._rule_reward(sample, domain, self.config.domains[domain], base))
+        if length_terms:
+            self._add_length_terms(samples, domains, bases, results, global_step)
+        return results
+
+    # ------------------------------------------------------------------ step 2: base rewards, concurrently
+
+    def _base_rewards(self, samples: Sequence[Sample], domains: Sequence[str]) -> list[_Base]:
+        futures: list[Future | _Base] = [None] * len(samples)  # type: ignore[list-item]
+        rm_batches: dict[str, list[int]] = defaultdict(list)
+        for i, (sample, domain) in enumerate(zip(samples, domains)):
+            cfg = self.config.domains[domain]
+            if cfg.pipeline == "answer":
+                futures[i] = self._executor.submit(self._answer_base, sample, cfg)
+            elif cfg.pipeline == "code":
+                futures[i] = self._executor.submit(self._code_base, sample, cfg)
+            elif cfg.pipeline == "rm":
+                rm_batches[cfg.rm_model].append(i)
+            elif cfg.pipeline == "choice":
+                futures[i] = self._choice_base(sample, cfg)
+            else:
+                futures[i] = self._ifeval_base(sample, cfg)
+        rm_futures = {
+            model: self._executor.submit(self._rm_bases, [samples[i] for i in idx], model)
+            for model, idx in rm_batches.items()
+        }
+        out: list[_Base] = []
+        for i, item in enumerate(futures):
+            if item is None:
+                out.append(None)  # type: ignore[arg-type]  # filled from rm_futures below
+            elif isinstance(item, _Base):
+                out.append(item)
+            else:
+                try:
+                    out.append(item.result())
+                except Exception as e:  # noqa: BLE001 - any failure to compute is a masked sample
+                    out.append(_Base(None, None, error=f"{type(e).__name__}: {e}"))
+        for model, fut in rm_futures.items():
+            for i, base in zip(rm_batches[model], fut.result()):
+                out[i] = base
+        return out
+
+    def _answer_base(self, sample: Sample, cfg: DomainConfig) -> _Base:
+        pred = extract_answer(sample.response, cfg.extractors)
+        verdict = verify_answer(sample.ground_truth, pred, pool=self.pool)
+        details = {"pred": pred, "verdict": verdict.status, "verify_method": verdict.method}
+        if verdict.correct is None:
+            if verdict.status == "timeout" and cfg.timeout_is_incorrect:
+                return _Base(0.0, False, {"answer": 0.0}, details)
+            return _Base(None, None, details=details, error=f"verification {verdict.status}: {verdict.detail}")
+        value = 1.0 if verdict.correct else 0.0
+        return _Base(value, verdict.correct, {"answer": value}, details)
+
+    def _choice_base(self, sample: Sample, cfg: DomainConfig) -> _Base:
+        pred = extract_answer(sample.response, cfg.extractors)
+        gold = _choice_gold(sample.ground_truth)
+        if len(gold) != 1 or not gold.isalpha():
+            return _Base(None, None, error=f"multiple-choice ground truth must be one letter, got {sample.ground_truth!r}")
+        correct = pred is not None and pred.upper() == gold
+        value = 1.0 if correct else 0.0
+        return _Base(value, correct, {"answer": value}, {"pred": pred})
+
+    def _ifeval_base(self, sample: Sample, cfg: DomainConfig) -> _Base:
+        try:
+            ids, kwargs = parse_ifeval_ground_truth(sample.ground_truth)
+            result = ifeval_reward(answer_part(sample.response), ids, kwargs, loose=cfg.ifeval_loose, mode=cfg.ifeval_mode)
+        except (InstructionError, ValueError, ImportError) as e:
+            return _Base(None, None, error=f"ifeval: {type(e).__name__}: {e}")
+        details = {"followed": dict(zip(result.instruction_ids, result.followed))}
+        fraction = sum(result.followed) / len(result.followed)
+        return _Base(result.reward, all(result.followed), {"answer": result.reward, "ifeval_fraction": fraction}, details)
+
+    def _code_base(self, sample: Sample, cfg: DomainConfig) -> _Base:
+        if self.code_client is None:
+            return _Base(None, None, error="no code-execution client configured (domain pipeline 'code')")
+        try:
+            tests = parse_test_spec(sample.ground_truth)
+        except (ValueError, TypeError) as e:
+            return _Base(None, None, error=f"bad code ground truth: {e}")
+        program = extract_answer(sample.response, cfg.extractors)
+        if program is None:
+            return _Base(0.0, False, {"answer": 0.0}, {"pred": None})
+        try:
+            result = self.code_client.run_tests(program, tests, timeout_s=cfg.code_timeout_s)
+        except Exception as e:  # noqa: BLE001 - a client failure masks the sample
+            return _Base(None, None, error=f"code client failed: {type(e).__name__}: {e}")
+        if result.error is not None:
+            return _Base(None, None, error=f"code execution: {result.error}")
+        correct = result.total > 0 and result.passed == result.total  # report: 1 only if ALL tests pass
+        value = 1.0 if correct else 0.0
+        fraction = result.passed / result.total if result.total else 0.0
+        return _Base(value, correct, {"answer": value, "tests_passed": fraction}, {"tests": f"{result.passed}/{result.total}"})
+
+    def _rm_bases(self, samples: Sequence[Sample], model: str) -> list[_Base]:
+        if self.rm_client is None:
+            return [_Base(None, None, error="no reward-model client configured (domain pipeline 'rm')") for _ in samples]
+        requests = [
+            RewardModelRequest(model, s.prompt or "", answer_part(s.response), s.ground_truth or None, s.extra_info)
+            for s in samples
+        ]
+        try:
+            scores = self.rm_client.score(requests)
+            if len(scores) != len(requests):
+                raise RuntimeError(f"{len(scores)} scores for {len(requests)} requests")
+        except Exception as e:  # noqa: BLE001 - the whole batch is masked
+            return [_Base(None, None, error=f"reward model {model!r} failed: {type(e).__name__}: {e}") for _ in samples]
+        return [
+            _Base(float(x), None, {"rm_score": float(x)}) if x is not None
+            else _Base(None, None, error=f"reward model {model!r} returned no score")
+            for x in scores
+        ]
+
+    # ------------------------------------------------------------------ step 3: rule reward
+
+    def _rule_reward(self, sample: Sample, domain: str, cfg: DomainConfig, base: _Base) -> RewardResult:
+        thinking = sample.thinking if sample.thinking is not None else infer_thinking(sample.prompt)
+        fmt = format_coefficient(sample.response, thinking, cfg.format)
+        rep = repetition_coefficient(sample.response, cfg.repetition)
+        components = dict(base.components)
+        components["format"] = fmt.coefficient
+        components["repetition"] = rep.coefficient
+        details = dict(base.details)
+        details.update(format_fired=list(fmt.fired), repetition_detected=list(rep.detected), thinking=thinking)
+        if base.value is None:
+            return RewardResult(None, components, details, base.error or "no reward", domain)
+        rule = base.value * fmt.coefficient * rep.coefficient if cfg.apply_coefficients else base.value
+        components["rule"] = rule
+        return RewardResult(rule, components, details, None, domain)
+
+    # ------------------------------------------------------------------ step 4: length terms, per group
+
+    def _add_length_terms(
+        self,
+        samples: Sequence[Sample],
+        domains: Sequence[str],
+        bases: Sequence[_Base],
+        results: list[RewardResult],
+        global_step: int,
+    ) -> None:
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, (sample, domain) in enumerate(zip(samples, domains)):
+            key = (domain, ("sample", i) if sample.group_id is None else ("group", sample.group_id))
+            groups[key].append(i)
+        for (domain, _), idx in groups.items():
+            lcfg = self.config.domains[domain].length
+            lengths = [_length(samples[i]) for i in idx]
+            if lcfg.group_overlong:
+                alphas = [length_alpha(global_step, n, lcfg) for n in lengths]
+                terms = group_overlong_rewards(lengths, [bases[i].correct for i in idx], alphas, lcfg.min_span_tokens)
+                for i, term in zip(idx, terms):
+                    if results[i].reward is not None and term is not None:
+                        results[i].components["length"] = term
+                        results[i].reward += term
+            if lcfg.dapo_max_tokens is not None:
+                for i, n in zip(idx, lengths):
+                    if results[i].reward is not None:
+                        term = lcfg.dapo_factor * dapo_overlong_penalty(n, lcfg.dapo_max_tokens, lcfg.dapo_cache_tokens)
+                        results[i].components["overlong"] = term
+                        results[i].reward += term
+
+
+def _length(sample: Sample) -> int:
+    # Token counts from the trainer; characters when a caller has none (the Δ_L floor is then in characters too).
+    return sample.response_tokens if sample.response_tokens is not None else len(sample.response)
