@@ -30,7 +30,7 @@ from rewards.clients import (
     RewardModelRequest,
     TestSpec,
 )
-from rewards.compat import compute_score, make_reward_server, make_trl_reward, serve_rewards
+from rewards.compat import compute_score, make_reward_server, make_trl_reward, serve_rewards, set_default_router
 from rewards.config import DomainConfig, RewardConfig, UnknownRouteError, reward_config_from_dict
 from rewards.extract import extract_answer, last_boxed
 from rewards.format import FormatConfig, format_coefficient
@@ -78,5 +78,6 @@ __all__ = [
     "repetition_coefficient",
     "reward_config_from_dict",
     "serve_rewards",
+    "set_default_router",
     "verify_answer",
 ]

@@ -36,7 +36,7 @@ def extract_code(response: str) -> str | None:
     """The last fenced code block after the reasoning, or None.
 
     >>> extract_code("<think>```python\\nx = 1\\n```</think>\\nSo:\\n```python\\nprint(2)\\n```")
-    'print(2)'
+    'print(2)\\n'
     >>> extract_code("no code here") is None
     True
     """

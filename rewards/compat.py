@@ -50,6 +50,15 @@ def default_router() -> RewardRouter:
         return _router
 
 
+def set_default_router(router: RewardRouter | None) -> None:
+    """Install the router that `compute_score` (and `make_trl_reward` without one) use in this process, e.g. one
+    with the recipe's `RewardConfig` and sandbox / reward-model clients. ``None`` restores the default on next use.
+    """
+    global _router
+    with _router_lock:
+        _router = router
+
+
 def _as_float(x: float | None) -> float:
     return float("nan") if x is None else float(x)
 
@@ -292,13 +301,15 @@ def serve_rewards(
     port: int = 5000,
     config: RewardConfig | None = None,
     *,
+    router: RewardRouter | None = None,
     default_data_source: str = "mixrl/synthetic_math",
 ) -> None:
     """Serve ``POST /get_reward`` (OpenRLHF) and ``GET /health`` until interrupted. Blocks.
 
+    ``router`` (with sandbox / reward-model clients) takes precedence over ``config``.
     Run: ``mixrl serve-rewards --host 0.0.0.0 --port 5000``.
     """
-    server = make_reward_server(host, port, config, default_data_source=default_data_source)
+    server = make_reward_server(host, port, config, router=router, default_data_source=default_data_source)
     print(f"mixrl rewards: serving OpenRLHF /get_reward on http://{host}:{server.server_address[1]}", flush=True)
     try:
         server.serve_forever()

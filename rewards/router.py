@@ -55,17 +55,34 @@ def _choice_gold(ground_truth: str) -> str:
     return ground_truth.strip().strip("()").strip().upper()
 
 
-def parse_test_spec(ground_truth: str) -> TestSpec:
+def parse_test_spec(ground_truth: str, extra_info: Mapping[str, Any] | None = None) -> TestSpec:
     """Our code ground truth ``{"fn_name", "inputs", "outputs"}`` (APPS-style rows without ``fn_name`` too).
+
+    Assert-style tests in ``extra_info["test_code"]`` (dataset convention) are passed on in ``extra["test_code"]``;
+    with them the ground truth may hold no inputs/outputs.
 
     >>> parse_test_spec('{"fn_name": "add", "inputs": [[1, 2]], "outputs": [3]}')
     TestSpec(fn_name='add', inputs=[[1, 2]], outputs=[3], extra={})
+    >>> parse_test_spec("", {"test_code": "assert add(1, 2) == 3"}).extra
+    {'test_code': 'assert add(1, 2) == 3'}
     """
-    data = json.loads(ground_truth)
-    if not isinstance(data, Mapping) or "inputs" not in data or "outputs" not in data:
-        raise ValueError("code ground truth needs 'inputs' and 'outputs'")
+    test_code = (extra_info or {}).get("test_code")
+    try:
+        data = json.loads(ground_truth)
+    except ValueError:
+        if not test_code:
+            raise
+        data = {}
+    if not isinstance(data, Mapping):
+        data = {}
+    if ("inputs" not in data or "outputs" not in data) and not test_code:
+        raise ValueError("code ground truth needs 'inputs' and 'outputs' (or extra_info['test_code'])")
     extra = {k: v for k, v in data.items() if k not in ("fn_name", "inputs", "outputs")}
-    return TestSpec(fn_name=data.get("fn_name"), inputs=list(data["inputs"]), outputs=list(data["outputs"]), extra=extra)
+    if test_code:
+        extra["test_code"] = test_code
+    return TestSpec(
+        fn_name=data.get("fn_name"), inputs=list(data.get("inputs", [])), outputs=list(data.get("outputs", [])), extra=extra
+    )
 
 
 class RewardRouter:
@@ -195,7 +212,7 @@ class RewardRouter:
         if self.code_client is None:
             return _Base(None, None, error="no code-execution client configured (domain pipeline 'code')")
         try:
-            tests = parse_test_spec(sample.ground_truth)
+            tests = parse_test_spec(sample.ground_truth, sample.extra_info)
         except (ValueError, TypeError) as e:
             return _Base(None, None, error=f"bad code ground truth: {e}")
         program = extract_answer(sample.response, cfg.extractors)

@@ -5,6 +5,7 @@
     mixrl sft RECIPE [section.key=value ...]           SFT with thinking-mode fusion
     mixrl eval MODEL_DIR [--recipe R] [key=value ...]  accuracy per domain/mode, thinking-switch reliability
     mixrl quickstart [--recipe R] [section.key=value]  data -> pretrain -> SFT -> eval on the tiny default
+    mixrl serve-rewards [--host H] [--port P] [--config rewards.yaml]   OpenRLHF-style /get_reward endpoint
 
 Overrides are `section.key=value` with YAML values (`train.max_steps=20`, `sources[0]` is not supported: edit
 the recipe for lists). Unknown keys fail and name the closest valid ones. Every run writes its resolved
@@ -76,6 +77,23 @@ def _cmd_quickstart(args) -> int:
     return 0
 
 
+def _cmd_serve_rewards(args) -> int:
+    import yaml
+
+    from rewards import reward_config_from_dict, serve_rewards
+
+    raw = {}
+    if args.config:
+        raw = yaml.safe_load(open(args.config)) or {}
+        raw = raw.get("rewards", raw)  # a whole recipe or just its rewards section
+    try:
+        config = reward_config_from_dict(raw)
+    except KeyError as exc:
+        raise ConfigError(f"{args.config}: {exc.args[0]}") from None
+    serve_rewards(args.host, args.port, config, default_data_source=args.default_data_source)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixrl", description="RL post-training toolkit for language models")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value, e.g. backend=hf prompts_per_domain=50")
     p.set_defaults(func=_cmd_eval)
 
+    p = sub.add_parser("serve-rewards", help="OpenRLHF-style POST /get_reward endpoint over the reward router")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--config", default=None, help="YAML: a recipe with a rewards: section, or the section itself")
+    p.add_argument("--default-data-source", default="mixrl/synthetic_math", help="route for requests without data_sources")
+    p.set_defaults(func=_cmd_serve_rewards)
+
     p = sub.add_parser("quickstart", help="data -> pretrain -> SFT -> eval on the embedded tiny default")
     p.add_argument("--recipe", default=None, help="default: the embedded defaults of recipes/quickstart.yaml")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. pretrain.train.max_steps=50")
@@ -109,11 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sft.data.loader import DataError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"mixrl {args.command}: config error: {exc}", file=sys.stderr)
+        return 2
+    except DataError as exc:
+        print(f"mixrl {args.command}: data error: {exc}", file=sys.stderr)
         return 2
 
 

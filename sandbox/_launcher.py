@@ -5,8 +5,12 @@
 It does, in order, what must happen before bubblewrap starts and cannot be done safely from a threaded parent
 (``preexec_fn`` is not thread-safe): join the run's cgroups, stage read-only sources that the unprivileged uid
 could not reach in a private mount namespace (e.g. an interpreter under root's 0700 home), set rlimits, drop to
-the run's unprivileged uid/gid, and exec bubblewrap with an empty environment. Any failure exits 125 with a
+the run's unprivileged uid/gid, and start bubblewrap with an empty environment. Any failure exits 125 with a
 ``mixrl-launcher:`` line on stderr; bubblewrap never started, so the parent reports ``sandbox_error``.
+
+It then stays as bubblewrap's parent and a child subreaper: bubblewrap's outer process does not wait for the
+namespace's init, which would otherwise be re-parented to the host's PID 1 as a zombie (and never reaped when
+the service itself is PID 1 in a container). SIGTERM makes it SIGKILL bubblewrap, which takes the namespace down.
 """
 
 import json
@@ -15,6 +19,7 @@ import resource
 import sys
 
 _CLONE_NEWNS = 0x00020000
+_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
 _MS_RDONLY, _MS_BIND, _MS_REC, _MS_PRIVATE = 0x1, 0x1000, 0x4000, 0x40000
 
 
@@ -60,10 +65,49 @@ def main() -> None:
             os.setresuid(uid, uid, uid)
         except OSError as e:
             _fail(f"drop to uid {uid}: {e}")
-    try:
-        os.execve(spec["argv"][0], spec["argv"], {})
-    except OSError as e:
-        _fail(f"exec {spec['argv'][0]}: {e}")
+    _supervise(spec["argv"])
+
+
+def _supervise(argv: list[str]) -> None:
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        _fail(f"PR_SET_CHILD_SUBREAPER: {os.strerror(ctypes.get_errno())}")
+    parent = os.getpid()
+    child = os.fork()
+    if child == 0:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(125)
+        try:
+            os.execve(argv[0], argv, {})
+        except OSError as e:
+            _fail(f"exec {argv[0]}: {e}")
+
+    def on_term(signum, frame):
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGTERM, on_term)
+    # Hold no copy of the pipes: the parent sees EOF as soon as the sandbox's side closes.
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.closerange(3, 65536)
+    code = 125
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        if pid == child:
+            code = os.waitstatus_to_exitcode(status)
+            code = 128 - code if code < 0 else code
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,8 @@ PASSED, FAILED = "passed", "failed"
 class TestSpec:
     """What to test. ``inputs``/``outputs`` for stdio (strings) and call (argument lists / return values)."""
 
+    __test__ = False  # not a pytest class
+
     kind: str
     inputs: tuple = ()
     outputs: tuple = ()
@@ -131,6 +133,8 @@ def spec_from_ground_truth(ground_truth, extra_info: dict | None = None) -> Test
 
 @dataclass
 class TestOutcome:
+    __test__ = False  # not a pytest class
+
     index: int
     passed: bool
     reason: str  # passed | wrong_answer | runtime_error | timeout | memory | output_limit | missing_result | not_run
@@ -140,6 +144,8 @@ class TestOutcome:
 @dataclass
 class TestsResult:
     """The verdict on one solution. ``status`` is passed, failed, or sandbox_error (the sandbox, not the code)."""
+
+    __test__ = False  # not a pytest class
 
     status: str
     num_passed: int
@@ -511,6 +517,8 @@ def _run_assert(sandbox, code, spec, limits, total_s) -> TestsResult:
 @dataclass(frozen=True)
 class TestJob:
     """One solution and its tests, with the per-job options of :func:`run_tests` (what crosses the wire)."""
+
+    __test__ = False  # not a pytest class
 
     code: str
     spec: TestSpec

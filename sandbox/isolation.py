@@ -308,9 +308,12 @@ class Sandbox:
             argv += ["--ro-bind", source, prefix]
         argv += ["--proc", "/proc", "--dev", "/dev",
                  "--perms", "1777", "--size", tmpfs_bytes, "--tmpfs", "/tmp",
+                 "--perms", "1777", "--size", tmpfs_bytes, "--tmpfs", "/dev/shm",
                  "--perms", "0755", "--size", tmpfs_bytes, "--tmpfs", WORKDIR]
         for name, fd in file_fds.items():
             argv += ["--perms", "0644", "--file", str(fd), f"{WORKDIR}/{name}"]
+        # bwrap builds the root in a tmpfs of its own: make it (and /dev) read-only once everything is mounted.
+        argv += ["--remount-ro", "/dev", "--remount-ro", "/"]
         argv += ["--chdir", WORKDIR, "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
                  "--setenv", "HOME", WORKDIR, "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONIOENCODING", "utf-8",
                  "--json-status-fd", str(status_fd)]
@@ -326,8 +329,8 @@ class Sandbox:
             "RLIMIT_NOFILE": limits.max_open_files,
             "RLIMIT_CORE": 0,
         }
-        if self._drop_uid:  # RLIMIT_NPROC only binds a non-root uid; +4 for the launcher chain and bwrap's init
-            r["RLIMIT_NPROC"] = limits.max_processes + 4
+        if self._drop_uid:  # RLIMIT_NPROC only binds a non-root uid. A little above the pids cgroup (the first
+            r["RLIMIT_NPROC"] = limits.max_processes + 9  # line where there is one), for our 3 own processes.
         if not have_memory_cgroup:
             r["RLIMIT_AS"] = limits.memory_mb * _MiB + 256 * _MiB  # interpreter overhead on top
         return r
@@ -342,7 +345,8 @@ class Sandbox:
             if self._cg.version is not None:
                 run_cg = cgroups.RunCgroup(self._cg, f"run-{slot}-{uuid.uuid4().hex[:8]}",
                                            memory_bytes=limits.memory_mb * _MiB,
-                                           max_processes=limits.max_processes + 4, cpu_cores=limits.cpu_cores)
+                                           # +3: the launcher, bwrap and the namespace's init share the group
+                                           max_processes=limits.max_processes + 3, cpu_cores=limits.cpu_cores)
             file_fds = {}
             for name, content in files.items():
                 fd = os.memfd_create(f"mixrl-{name}")
@@ -381,7 +385,7 @@ class Sandbox:
                 fds.remove(fd)
             io = _pump(proc, stdin.encode() if isinstance(stdin, str) else stdin, limits, started,
                        kill=lambda: self._kill(proc, run_cg))
-            _, wait_status, rusage = os.wait4(proc.pid, 0)
+            _, wait_status, rusage = _wait_or_kill(proc.pid, grace_s=2.0)
             proc.returncode = os.waitstatus_to_exitcode(wait_status)
             wall = time.monotonic() - started
             status_doc = _read_status(status_r)
@@ -411,14 +415,20 @@ class Sandbox:
 
     @staticmethod
     def _kill(proc: subprocess.Popen, run_cg: cgroups.RunCgroup | None) -> None:
-        # The outer bwrap is our child (not yet reaped, so its pid is still ours); its death takes the pid
-        # namespace's init with it (--die-with-parent), and the kernel kills everything in the namespace.
+        # SIGTERM to the launcher (our child, not yet reaped): it SIGKILLs bwrap, whose death takes the pid
+        # namespace's init with it (--die-with-parent); the kernel then kills everything in the namespace, and the
+        # launcher reaps what is re-parented to it. The cgroup sweep is the backstop (it spares the launcher so
+        # that it can still reap; the parent SIGKILLs it if it has not exited after the drain).
         try:
-            os.kill(proc.pid, signal.SIGKILL)
+            os.kill(proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
         if run_cg is not None:
-            run_cg.kill_all(timeout_s=1.0)
+            for pid in run_cg.pids() - {proc.pid}:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 @dataclass
@@ -495,6 +505,21 @@ def _pump(proc: subprocess.Popen, stdin: bytes, limits: Limits, started: float, 
             except OSError:
                 pass
     return io
+
+
+def _wait_or_kill(pid: int, grace_s: float):
+    """wait4 the launcher; if it has not exited ``grace_s`` after the pipes closed, SIGKILL it."""
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        got, status, rusage = os.wait4(pid, os.WNOHANG)
+        if got == pid:
+            return got, status, rusage
+        time.sleep(0.002)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return os.wait4(pid, 0)
 
 
 def _read_status(fd: int) -> dict:

@@ -118,11 +118,11 @@ class SFTSource:
 def default_sft_sources() -> list[SFTSource]:
     """The tiny thinking-fusion mix: every domain in both modes, math resampled as the key reasoning data."""
     return [
-        SFTSource(name="math", path="{data_dir}/math/train.parquet", mode="fused", epochs=2.0, resample_weight=1.0),
+        SFTSource(name="math", path="{data_dir}/math/train.parquet", mode="fused", epochs=2.0, resample_weight=1.0, max_rows=3000),
         SFTSource(name="math_multiturn", path="{data_dir}/math/train.parquet", mode="multiturn", epochs=1.0, max_rows=400),
-        SFTSource(name="code", path="{data_dir}/code/train.parquet", mode="fused", epochs=1.0, max_rows=1000),
-        SFTSource(name="ifeval", path="{data_dir}/ifeval/train.parquet", mode="fused", epochs=1.0, max_rows=1000),
-        SFTSource(name="chat", path="{data_dir}/chat/train.parquet", mode="fused", epochs=1.0, max_rows=500),
+        SFTSource(name="code", path="{data_dir}/code/train.parquet", mode="fused", epochs=1.0, max_rows=600),
+        SFTSource(name="ifeval", path="{data_dir}/ifeval/train.parquet", mode="fused", epochs=1.0, max_rows=600),
+        SFTSource(name="chat", path="{data_dir}/chat/train.parquet", mode="fused", epochs=1.0, max_rows=300),
     ]
 
 

@@ -14,6 +14,7 @@ Writes MODEL_DIR/eval/results.json, samples.jsonl and accuracy.png.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -37,7 +38,8 @@ def score_response(row: dict, response: str) -> float | None:
         print(f"[eval] scoring failed for {row['data_source']}: {exc!r}", flush=True)
         return None
     acc = result.get("acc") if isinstance(result, dict) else result
-    return None if acc is None else float(acc)
+    # compute_score marks a sample it could not score with NaN (masked), never 0
+    return None if acc is None or math.isnan(float(acc)) else float(acc)
 
 
 def eval_prompts(rows_by_domain: dict[str, list[dict]], tokenizer, multiturn: int) -> list[dict]:

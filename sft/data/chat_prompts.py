@@ -133,8 +133,10 @@ CONCEPTS = {
 }
 EXPLAIN_ASKS = ("Explain {c} in simple words.", "Can you explain {c} to a ten-year-old?",
                 "I never really understood {c}. Can you explain it briefly?",
-                "Give a short explanation of {c} for a beginner.")
-PREFIXES = ("", "Quick question. ", "I am studying for a test. ", "My kid asked me about this. ")
+                "Give a short explanation of {c} for a beginner.", "Please explain {c} without jargon.",
+                "In a few sentences, explain {c}.")
+PREFIXES = ("", "Quick question. ", "I am studying for a test. ", "My kid asked me about this. ",
+            "I was curious today. ", "Hi! ", "For a school project: ")
 
 
 def _explain(rng: random.Random) -> tuple[str, str, str, str]:
@@ -214,8 +216,10 @@ ADVICE = {
                             "Use boxes or baskets to group small items."),
 }
 ADVICE_ASKS = ("Give me some advice on {p}.", "What are your best tips for {p}?",
-               "I need help with {p}. What should I do?")
-WHO = ("", "I am a student. ", "I am very busy. ", "I am a complete beginner. ")
+               "I need help with {p}. What should I do?", "How should I go about {p}?",
+               "Any suggestions for {p}?")
+WHO = ("", "I am a student. ", "I am very busy. ", "I am a complete beginner. ", "I work night shifts. ",
+       "I have tried before and failed. ", "Hello! ")
 
 
 def _advice(rng: random.Random) -> tuple[str, str, str, str]:

@@ -474,7 +474,9 @@ def ground_truth(fn_name: str, inputs: list[list[Any]], outputs: list[Any]) -> s
 
 
 def as_asserts(fn_name: str, inputs: list[list[Any]], outputs: list[Any]) -> str:
-    """>>> as_asserts("f", [[1, "a"]], [2])
+    """The same cases as assert statements, for harnesses that run test code (`extra_info["test_code"]`).
+
+    >>> as_asserts("f", [[1, "a"]], [2])
     "assert f(1, 'a') == 2"
     """
     return "\n".join(

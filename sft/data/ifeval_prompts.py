@@ -25,7 +25,9 @@ Conflicting constraints are never combined: lm-eval's INSTRUCTION_CONFLICTS (mad
 `follows_instruction` mirrors lm-eval's check_following, with two approximations (no nltk here):
 number_sentences counts sentence-ending punctuation where lm-eval runs the punkt tokenizer, and
 capital_word_frequency bounds nltk's word count from the safe side (see the functions). english_capital /
-english_lowercase check the case only (lm-eval also runs langdetect; our text is English).
+english_lowercase also run langdetect as lm-eval does (a private factory with seed 0, so the result is the same
+in every run): all-capital English is often misread as German by langdetect, and a reference that lm-eval's
+own checker would fail is redrawn. This is the one third-party package the generators need.
 
 Run: `python -c "from sft.data.ifeval_prompts import generate_ifeval; print(generate_ifeval(3, 'train', 0))"`.
 
@@ -36,6 +38,7 @@ Run: `python -c "from sft.data.ifeval_prompts import generate_ifeval; print(gene
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -287,6 +290,37 @@ def capital_words_at_most(text: str) -> int:
     return sum(1 for run in re.findall(r"[A-Za-z]+", text) if run.isupper())
 
 
+@functools.lru_cache(maxsize=1)
+def _language_detectors() -> Any:
+    """A private langdetect factory with seed 0: deterministic, and the global one is left alone."""
+    try:
+        from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("english_capital / english_lowercase references are checked with langdetect, as "
+                          "lm-eval's checker does: pip install langdetect") from e
+    factory = DetectorFactory()
+    factory.load_profile(PROFILES_DIRECTORY)
+    factory.set_seed(0)
+    return factory
+
+
+def is_english(text: str) -> bool:
+    """langdetect says "en" (seeded, so the same answer every run). Undetectable text counts as not English:
+    lm-eval would count it as followed, but a reference must pass any reasonable checker.
+
+    >>> is_english("This is clearly an English sentence about the weather today.")
+    True
+    """
+    from langdetect.lang_detect_exception import LangDetectException
+
+    detector = _language_detectors().create()
+    detector.append(text)
+    try:
+        return detector.detect() == "en"
+    except LangDetectException:
+        return False
+
+
 def _compare(count: int, relation: str, threshold: int) -> bool:
     if relation == "less than":
         return count < threshold
@@ -307,9 +341,9 @@ def follows_instruction(instruction_id: str, kw: dict[str, Any], response: str) 
     if instruction_id == NO_COMMA:
         return "," not in value
     if instruction_id == LOWERCASE:
-        return value.islower()
+        return value.islower() and is_english(value)
     if instruction_id == CAPITAL:
-        return value.isupper()
+        return value.isupper() and is_english(value)
     if instruction_id == CAPITAL_WORDS:
         if kw["capital_relation"] == "less than":
             return capital_words_at_most(value) < kw["capital_frequency"]

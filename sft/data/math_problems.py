@@ -60,7 +60,9 @@ def apply(a: int, op: str, b: int) -> int:
 
 
 def trace(steps: list[Step]) -> str:
-    """>>> trace([(7, "*", 3, 21), (12, "+", 21, 33)])
+    """The reasoning text: one "a op b = c" line per step.
+
+    >>> trace([(7, "*", 3, 21), (12, "+", 21, 33)])
     '7 * 3 = 21\\n12 + 21 = 33'
     """
     return "\n".join(f"{a} {op} {b} = {c}" for a, op, b, c in steps)
