@@ -13,9 +13,11 @@ namespace's init, which would otherwise be re-parented to the host's PID 1 as a 
 the service itself is PID 1 in a container). SIGTERM makes it SIGKILL bubblewrap, which takes the namespace down.
 """
 
+import ctypes  # imported before dropping privileges: the interpreter may live where the sandbox uid cannot read
 import json
 import os
 import resource
+import signal
 import sys
 
 _CLONE_NEWNS = 0x00020000
@@ -29,8 +31,6 @@ def _fail(msg: str) -> None:
 
 
 def _stage(binds: list[list[str]]) -> None:
-    import ctypes
-
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(_CLONE_NEWNS) != 0:
         _fail(f"unshare(CLONE_NEWNS): {os.strerror(ctypes.get_errno())}")
@@ -69,9 +69,6 @@ def main() -> None:
 
 
 def _supervise(argv: list[str]) -> None:
-    import ctypes
-    import signal
-
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         _fail(f"PR_SET_CHILD_SUBREAPER: {os.strerror(ctypes.get_errno())}")

@@ -20,7 +20,7 @@ class SyntheticDataConfig:
     out_dir: str = "runs/data"
     # rows of the train split per domain (the domains generated are these keys); math gets the most because
     # the tiny model's arithmetic improves with unique problems far more than with repeated epochs
-    train_rows: dict[str, int] = field(default_factory=lambda: {"math": 20000, "code": 3000, "ifeval": 3000, "chat": 2000})
+    train_rows: dict[str, int] = field(default_factory=lambda: {"math": 20000, "code": 1500, "ifeval": 1500, "chat": 1000})
     test_rows_per_domain: int = 200
     seed: int = 0
 

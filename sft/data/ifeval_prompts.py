@@ -479,8 +479,8 @@ def _pre_kwargs(rng: random.Random, ids: list[str], task: str) -> dict[str, dict
             kw[i] = {"forbidden_words": sorted(words[2:4])}
         elif i == FREQUENCY:
             relation = _relation(rng)
-            kw[i] = {"keyword": words[4], "frequency": rng.randint(1, 4) if relation == "at least" else rng.randint(1, 3),
-                     "relation": relation}
+            frequency = rng.randint(1, 4) if relation == "at least" else rng.randint(1, 3)
+            kw[i] = {"keyword": words[4], "frequency": frequency, "relation": relation}
         elif i == LETTER:
             kw[i] = {"letter": rng.choice(LETTERS), "let_frequency": 0, "let_relation": _relation(rng)}
         elif i == END:
@@ -499,7 +499,10 @@ def _post_kwargs(rng: random.Random, kw: dict[str, dict[str, Any]], response: st
         n = response.lower().count(a["letter"])
         if n == 0:
             a["let_relation"] = "less than"
-        a["let_frequency"] = rng.randint(max(1, n // 2), n) if a["let_relation"] == "at least" else n + rng.randint(1, 8)
+        if a["let_relation"] == "at least":
+            a["let_frequency"] = rng.randint(max(1, n // 2), n)
+        else:
+            a["let_frequency"] = n + rng.randint(1, 8)
     if CAPITAL_WORDS in kw and kw[CAPITAL_WORDS]["capital_relation"] == "less than":
         kw[CAPITAL_WORDS]["capital_frequency"] = capital_words_at_most(response) + rng.randint(1, 5)
 
@@ -511,6 +514,15 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
+def _keyword_sentence(keywords: list[str]) -> str:
+    """The sentence that carries keywords:existence words.
+
+    >>> _keyword_sentence(["anchor", "kettle"])
+    'It also reminds me of an anchor and a kettle.'
+    """
+    return "It also reminds me of " + " and ".join(f"{_article(k)} {k}" for k in keywords) + "."
+
+
 def _highlight(sentence: str) -> str:
     """Wrap the last word in *...*: mid-line, so the bullet counter never sees it as a bullet."""
     head, _, last = sentence[:-1].rpartition(" ")
@@ -518,7 +530,7 @@ def _highlight(sentence: str) -> str:
 
 
 def _layout(
-    rng_choices: dict[str, Any], kw: dict[str, dict[str, Any]], topic: str, title: str, body: list[str]
+    choices: dict[str, Any], kw: dict[str, dict[str, Any]], topic: str, title: str, body: list[str]
 ) -> str:
     """One response (before case changes and quotes) from the body sentences and the fixed choices."""
     t, T = topic, topic[0].upper() + topic[1:]
@@ -527,14 +539,13 @@ def _layout(
         sentences[j] = _highlight(sentences[j])
     extras = []
     if EXISTENCE in kw:
-        ks = kw[EXISTENCE]["keywords"]
-        extras.append("It also reminds me of " + " and ".join(f"{_article(k)} {k}" for k in ks) + ".")
+        extras.append(_keyword_sentence(kw[EXISTENCE]["keywords"]))
     if FREQUENCY in kw and kw[FREQUENCY]["relation"] == "at least":
         extras += [line.format(k=kw[FREQUENCY]["keyword"]) for line in FREQUENCY_LINES[: kw[FREQUENCY]["frequency"]]]
     if CAPITAL_WORDS in kw and kw[CAPITAL_WORDS]["capital_relation"] == "at least":
-        extras.append("Please remember these words: " + " ".join(rng_choices["caps"]) + ".")
+        extras.append("Please remember these words: " + " ".join(choices["caps"]) + ".")
     if PLACEHOLDERS in kw:
-        extras.append("Please fill in " + " and ".join(f"[{p}]" for p in rng_choices["placeholders"])
+        extras.append("Please fill in " + " and ".join(f"[{p}]" for p in choices["placeholders"])
                       + " before you share it.")
     sentences += extras
 
@@ -546,16 +557,16 @@ def _layout(
         blocks.append(" ".join(sentences[start:end]))
         start = end
     if BULLETS in kw:
-        blocks[0] += "\n\n" + "\n".join(f"* {p.format(t=t)}" for p in rng_choices["bullets"])
+        blocks[0] += "\n\n" + "\n".join(f"* {p.format(t=t)}" for p in choices["bullets"])
     if SECTIONS in kw:
         spliter = kw[SECTIONS]["section_spliter"]
         text = "\n\n".join(f"{spliter} {b + 1}\n{block}" for b, block in enumerate(blocks))
     else:
         text = "\n\n***\n\n".join(blocks)
     if TITLE in kw:
-        text = f"<<{rng_choices['title_prefix']}{title}>>\n\n{text}"
+        text = f"<<{choices['title_prefix']}{title}>>\n\n{text}"
     if POSTSCRIPT in kw:
-        text += f"\n\n{kw[POSTSCRIPT]['postscript_marker']} {rng_choices['ps']}"
+        text += f"\n\n{kw[POSTSCRIPT]['postscript_marker']} {choices['ps']}"
     if END in kw:
         text += f"\n\n{kw[END]['end_phrase']}"
     return text
@@ -565,7 +576,7 @@ def _json_response(kw: dict[str, dict[str, Any]], topic: str, title: str, body: 
     t, T = topic, topic[0].upper() + topic[1:]
     sentences = [s.format(t=t, T=T) for s in body]
     if EXISTENCE in kw:
-        sentences.append("It also reminds me of " + " and ".join(f"{_article(k)} {k}" for k in kw[EXISTENCE]["keywords"]) + ".")
+        sentences.append(_keyword_sentence(kw[EXISTENCE]["keywords"]))
     return json.dumps({"title": title, "topic": topic, "text": " ".join(sentences)}, indent=2)
 
 
@@ -633,7 +644,10 @@ def sample_ifeval(rng: random.Random, difficulty: int) -> Sample:
     else:
         raise RuntimeError(f"no compliant response in {MAX_DRAWS} draws (difficulty {difficulty})")
     kwargs = [kw[i] for i in ids]
-    prompt = " ".join([task] + [describe(i, a) for i, a in zip(ids, kwargs)])
+    prompt = task
+    for i, a in zip(ids, kwargs):
+        # after a multi-line description (bullets, sections) the next one starts on its own line
+        prompt += ("\n" if "\n" in prompt.rsplit(". ", 1)[-1] else " ") + describe(i, a)
     plan = "\n".join(f"{n}. {plan_line(i, a)}" for n, (i, a) in enumerate(zip(ids, kwargs), 1))
     return Sample(
         prompt=prompt,

@@ -141,6 +141,6 @@ def _draw_in_split(
 ) -> Sample:
     for _ in range(MAX_SPLIT_TRIES):
         candidate = sample(rng, difficulty)
-        if True:
+        if split_of(candidate.split_key) == split:
             return candidate
     raise RuntimeError(f"no {split} sample of difficulty {difficulty} in {MAX_SPLIT_TRIES} draws")

@@ -165,13 +165,21 @@ def test_file_count_exhaustion(sb):
 
 def test_writes_outside_the_workdir(sb):
     code = ("ok = []\nfor p in ('/usr/mixrl_x', '/etc/mixrl_x', '/root/mixrl_x', '/mixrl_x', '/work/mixrl_x',"
-            " '/proc/sys/kernel/hostname', '/sys/mixrl_x', '/dev/mixrl_x', '/bin/mixrl_x'):\n    try:\n"
+            " '/sys/mixrl_x', '/dev/mixrl_x', '/bin/mixrl_x', '/proc/mixrl_x'):\n    try:\n"
             "        open(p, 'w').write('x')\n        ok.append(p)\n    except OSError:\n        pass\n"
             "print('ESCAPED' if ok else 'contained', ok)\n")
     r = sb.run_code(code)
     assert r.stdout.startswith("contained"), r.stdout
     for p in ("/usr/mixrl_x", "/etc/mixrl_x", "/root/mixrl_x", "/mixrl_x", "/work/mixrl_x"):
         assert not os.path.exists(p)
+
+
+def test_hostname_change_stays_in_the_run(sb):
+    host = socket.gethostname()
+    code = ("import socket\ntry:\n    open('/proc/sys/kernel/hostname', 'w').write('pwned')\nexcept OSError:\n"
+            "    pass\nprint(socket.gethostname())\n")
+    sb.run_code(code)  # its own UTS namespace: it may rename itself
+    assert socket.gethostname() == host
 
 
 def test_host_environment_is_not_visible(sb, monkeypatch):
