@@ -57,6 +57,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import asdict, dataclass, field, fields
 
 from sandbox import cgroups, seccomp
@@ -198,8 +199,9 @@ class Sandbox:
         self._cg = cgroups.detect(self._tag) if (use_cgroups and os.geteuid() == 0) else cgroups.CgroupSupport(None)
         self._seccomp = seccomp.build_filter() if use_seccomp else None
         self._stage_dir: str | None = None
-        self._closed = False
         self.report = self._probe()
+        # Removed on close(), or when the Sandbox is collected / the interpreter exits if nobody called close().
+        self._finalizer = weakref.finalize(self, _remove_host_state, dict(self._cg.parents), self._stage_dir)
 
     # ---- set-up -------------------------------------------------------------------------------------------
 
@@ -232,14 +234,7 @@ class Sandbox:
 
     def close(self) -> None:
         """Remove the cgroup parents and the staging directory (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        for c, parent in self._cg.parents.items():
-            if not c.startswith("_"):
-                cgroups._rmdir_quiet(parent)
-        if self._stage_dir:
-            shutil.rmtree(self._stage_dir, ignore_errors=True)
+        self._finalizer()
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -365,6 +360,8 @@ class Sandbox:
             have_mem = run_cg is not None and any(k in run_cg.dirs for k in ("memory", "unified")) and (
                 "memory" in self._cg.controllers)
             uid = self.base_uid + slot if self._drop_uid else None
+            if self._stage_dir and not os.path.isdir(os.path.join(self._stage_dir, "python")):
+                os.makedirs(os.path.join(self._stage_dir, "python"), mode=0o755)  # someone cleaned /tmp
             spec = {
                 "cgroup_procs": run_cg.procs_files() if run_cg else [],
                 "stage_binds": ([[self._interpreter_prefix(), os.path.join(self._stage_dir, "python")]]
@@ -429,6 +426,14 @@ class Sandbox:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+def _remove_host_state(cgroup_parents: dict[str, str], stage_dir: str | None) -> None:
+    for c, parent in cgroup_parents.items():
+        if not c.startswith("_"):
+            cgroups._rmdir_quiet(parent)
+    if stage_dir:
+        shutil.rmtree(stage_dir, ignore_errors=True)
 
 
 @dataclass

@@ -1,18 +1,17 @@
 """Datasets in verl's schema: deterministic synthetic generators per domain and one loader for all formats."""
 
+# sft.data.synthetic (DOMAINS, generate_datasets) is left out on purpose: it is also run as
+# `python -m sft.data.synthetic`, and importing it here would make runpy warn about a double import.
 from sft.data.chat_prompts import generate_chat
 from sft.data.code_problems import generate_code
 from sft.data.ifeval_prompts import generate_ifeval
 from sft.data.loader import DataError, iter_rows, load_rows, validate_row
 from sft.data.math_problems import generate_math
-from sft.data.synthetic import DOMAINS, generate_datasets
 
 __all__ = [
-    "DOMAINS",
     "DataError",
     "generate_chat",
     "generate_code",
-    "generate_datasets",
     "generate_ifeval",
     "generate_math",
     "iter_rows",

@@ -134,7 +134,7 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
         reader = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"{path}: not a readable parquet file ({e})") from None
-    yield from _table_rows(reader.iter_batches(batch_size=_BATCH_ROWS), str(path))
+    return _table_rows(reader.iter_batches(batch_size=_BATCH_ROWS), str(path))
 
 
 def _hf_rows(path: Path, split: str | None) -> Iterator[tuple[str, Any]]:
@@ -152,13 +152,13 @@ def _hf_rows(path: Path, split: str | None) -> Iterator[tuple[str, Any]]:
     elif split is not None:
         raise DataError(f"{path}: a single Dataset has no splits, but split={split!r} was given")
     # the arrow format respects any indices mapping and skips feature decoding: rows as stored
-    yield from _table_rows(loaded.with_format("arrow").iter(batch_size=_BATCH_ROWS), where)
+    return _table_rows(loaded.with_format("arrow").iter(batch_size=_BATCH_ROWS), where)
 
 
 def iter_rows(path: str | Path, *, validate: bool = True, split: str | None = None) -> Iterator[dict[str, Any]]:
     """Stream rows from a `.parquet` file, a `.jsonl` file or a `save_to_disk` folder (`split=` for a
-    DatasetDict), checking each against the schema when `validate`. Path problems raise at once; row
-    problems when the row is reached."""
+    DatasetDict), checking each against the schema when `validate`. Problems with the path, the format or
+    the split raise at once; a bad row raises when it is reached."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")

@@ -72,7 +72,7 @@ def test_hf_dataset_and_dataset_dict_round_trip(tmp_path: Path, rows: list) -> N
     with pytest.raises(DataError, match=r"dd: a DatasetDict with splits \['test', 'train'\]; pass split="):
         load_rows(tmp_path / "dd")
     with pytest.raises(DataError, match=r"no split 'validation'; available splits: \['test', 'train'\]"):
-        load_rows(tmp_path / "dd", split="validation")
+        iter_rows(tmp_path / "dd", split="validation")  # raised at the call, before any iteration
     with pytest.raises(DataError, match="a single Dataset has no splits"):
         load_rows(tmp_path / "ds", split="train")
 
