@@ -6,6 +6,7 @@
     mixrl eval MODEL_DIR [--recipe R] [key=value ...]  accuracy per domain/mode, thinking-switch reliability
     mixrl quickstart [--recipe R] [section.key=value]  data -> pretrain -> SFT -> eval on the tiny default
     mixrl serve-rewards [--host H] [--port P] [--config rewards.yaml]   OpenRLHF-style /get_reward endpoint
+    mixrl serve-sandbox [--host H] [--port P] [--token T]               SandboxFusion-compatible code sandbox
 
 Overrides are `section.key=value` with YAML values (`train.max_steps=20`, `sources[0]` is not supported: edit
 the recipe for lists). Unknown keys fail and name the closest valid ones. Every run writes its resolved
@@ -94,6 +95,13 @@ def _cmd_serve_rewards(args) -> int:
     return 0
 
 
+def _cmd_serve_sandbox(args) -> int:
+    from sandbox.service import serve
+
+    serve(args.host, args.port, token=args.token, max_concurrency=args.max_concurrency, max_pending=args.max_pending)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixrl", description="RL post-training toolkit for language models")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML: a recipe with a rewards: section, or the section itself")
     p.add_argument("--default-data-source", default="mixrl/synthetic_math", help="route for requests without data_sources")
     p.set_defaults(func=_cmd_serve_rewards)
+
+    p = sub.add_parser("serve-sandbox", help="isolated code execution service (SandboxFusion-compatible /run_code, /run_tests)")
+    p.add_argument("--host", default="127.0.0.1", help="a non-loopback address requires --token")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--token", default=None, help="bearer token clients must send")
+    p.add_argument("--max-concurrency", type=int, default=2, help="sandboxed runs at once")
+    p.add_argument("--max-pending", type=int, default=None, help="queued requests before answering 429")
+    p.set_defaults(func=_cmd_serve_sandbox)
 
     p = sub.add_parser("quickstart", help="data -> pretrain -> SFT -> eval on the embedded tiny default")
     p.add_argument("--recipe", default=None, help="default: the embedded defaults of recipes/quickstart.yaml")

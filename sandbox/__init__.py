@@ -1,1 +1,15 @@
-"""Isolated execution of untrusted code and test harnesses, as a library and as an HTTP service."""
+"""Isolated execution of untrusted code and test harnesses, as a library and as an HTTP service.
+
+- `sandbox.isolation`  `Sandbox.run_code(...) -> ExecutionResult`: namespaces, unprivileged uid, cgroups, rlimits,
+                       seccomp (module docstring: what is covered and what is not)
+- `sandbox.harness`    `run_tests(sandbox, code, TestSpec) -> TestsResult`: stdin/stdout, function-call, assert tests
+- `sandbox.executor`   `CodeExecutor` (``run_tests(jobs)``) and `LocalExecutor`
+- `sandbox.service`    `serve(host, port, ...)`: SandboxFusion-compatible ``/run_code``, batched ``/run_tests``
+- `sandbox.client`     `SandboxClient`: the service's client with retries (also a `CodeExecutor`)
+- `bench/sandbox_throughput.py`: isolated runs/s and latency against plain subprocess (JSON)
+"""
+
+from sandbox.harness import TestJob, TestSpec, TestsResult, run_tests
+from sandbox.isolation import ExecutionResult, Limits, Sandbox
+
+__all__ = ["ExecutionResult", "Limits", "Sandbox", "TestJob", "TestSpec", "TestsResult", "run_tests"]

@@ -127,8 +127,25 @@ def spec_from_ground_truth(ground_truth, extra_info: dict | None = None) -> Test
     if not isinstance(gt, dict) or "inputs" not in gt or "outputs" not in gt:
         raise ValueError("ground_truth must hold 'inputs' and 'outputs' (or extra_info must hold 'test_code')")
     if gt.get("fn_name"):
-        return TestSpec.call(gt["fn_name"], gt["inputs"], gt["outputs"])
+        inputs, outputs = gt["inputs"], gt["outputs"]
+        if inputs and all(isinstance(i, str) for i in inputs):
+            inputs, outputs = _decode_prime_call_cases(inputs, outputs)
+        return TestSpec.call(gt["fn_name"], inputs, outputs)
     return TestSpec.stdio(gt["inputs"], gt["outputs"])
+
+
+def _decode_prime_call_cases(inputs: list[str], outputs: list) -> tuple[list[list], list]:
+    """verl/prime function-call cases: each input is one JSON argument per line, each output a JSON string.
+
+    >>> _decode_prime_call_cases(['1\\n[2, 3]'], ['"ab"'])
+    ([[1, [2, 3]]], ['ab'])
+    """
+    try:
+        args = [[json.loads(line) for line in text.split("\n") if line.strip()] for text in inputs]
+        expected = [json.loads(o) if isinstance(o, str) else o for o in outputs]
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"function-call test cases with string inputs must hold one JSON value per line: {exc}") from None
+    return args, expected
 
 
 @dataclass

@@ -6,9 +6,9 @@
     result.status, result.stdout          # ("ok", "cba\\n")
 
 Each run goes: parent (this process) -> ``_launcher.py`` (root: joins the run's cgroups, sets rlimits, drops to a
-per-slot unprivileged uid) -> ``bwrap`` (new namespaces, read-only system view, tmpfs workdir, seccomp) ->
-the program. The parent reads stdout/stderr concurrently, enforces the wall-clock deadline and output caps, then
-kills the whole tree and removes the run's cgroups.
+per-slot unprivileged uid, then stays as bubblewrap's reaping parent) -> ``bwrap`` (new namespaces, read-only
+system view, tmpfs workdir, seccomp) -> the program. The parent reads stdout/stderr concurrently, enforces the
+wall-clock deadline and output caps, then kills the whole tree and removes the run's cgroups.
 
 Covered (what a run cannot do, and what enforces it):
 - see or signal host processes: new pid namespace (``/proc`` shows only the run's own processes); ``kill(-1, 9)``
@@ -18,8 +18,8 @@ Covered (what a run cannot do, and what enforces it):
 - read host secrets: the environment is emptied (bubblewrap's own, too, so ``/proc/1/environ`` is empty); only
   ``/usr`` (read-only), the interpreter's prefix (read-only) and two ``/etc`` files are mounted -- no home
   directories, no ``/work``, no ``/sys``; the uid outside is unprivileged, so root-only files stay closed;
-- write anywhere but two size-capped tmpfs mounts (``/w``, the working directory, and ``/tmp``), which vanish
-  with the run -- nothing is left for the next run;
+- write anywhere but three size-capped tmpfs mounts (``/w``, the working directory, ``/tmp`` and ``/dev/shm``),
+  which vanish with the run -- nothing is left for the next run; the root and ``/dev`` are remounted read-only;
 - exhaust the host: cgroup limits on memory (OOM kill -> status ``memory``), process/thread count (``pids``)
   and CPU share (``cpu_cores``); RLIMIT_NPROC binds too, because the uid outside is a per-slot unprivileged uid
   (RLIMIT_NPROC does not bind root); RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_CORE=0; a wall-clock

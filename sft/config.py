@@ -93,7 +93,8 @@ class PretrainConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    train: PackedTrainConfig = field(default_factory=PackedTrainConfig)
+    # the tiny default: ~500 steps of 8 x 512 tokens in bf16 autocast, time-boxed for the 5-minute budget
+    train: PackedTrainConfig = field(default_factory=lambda: PackedTrainConfig(max_steps=500, max_minutes=3.5, dtype="bfloat16"))
     distill: DistillConfig = field(default_factory=DistillConfig)
 
 
@@ -136,7 +137,7 @@ class SFTConfig:
     data: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
     sources: list[SFTSource] = field(default_factory=lambda: default_sft_sources())
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr_peak=1e-3, lr_warmup_steps=20))
-    train: PackedTrainConfig = field(default_factory=lambda: PackedTrainConfig(max_steps=300))
+    train: PackedTrainConfig = field(default_factory=lambda: PackedTrainConfig(max_steps=0, max_minutes=4.0, dtype="bfloat16"))
     distill: DistillConfig = field(default_factory=DistillConfig)
 
 
@@ -154,6 +155,7 @@ class EvalConfig:
     max_response_tokens: int = 256
     thinking_token_budget: int = 0  # vLLM's explicit thinking budget; 0 = none
     multiturn_prompts: int = 50  # held-out two-turn chats probing that only the current turn's token counts
+    sandbox_url: str = ""  # code answers run in a local sandbox pool unless a `mixrl serve-sandbox` URL is given
     backend_check_prompts: int = 8  # with backend vllm: also decode these with transformers and compare greedy outputs
     seed: int = 0
 

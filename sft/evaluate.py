@@ -42,6 +42,16 @@ def score_response(row: dict, response: str) -> float | None:
     return None if acc is None or math.isnan(float(acc)) else float(acc)
 
 
+def install_reward_router(cfg: EvalConfig) -> None:
+    """Give `rewards.compute_score` a sandbox client so code answers are run against their tests."""
+    if "code" not in cfg.domains:
+        return
+    from rewards import RewardRouter, set_default_router
+    from rewards.code import make_code_client
+
+    set_default_router(RewardRouter(code_client=make_code_client(sandbox_url=cfg.sandbox_url or None)))
+
+
 def eval_prompts(rows_by_domain: dict[str, list[dict]], tokenizer, multiturn: int) -> list[dict]:
     """Every (row, mode) item to generate, with its prompt token ids."""
     from sft.finetune import prompt_context, render_turn
@@ -117,6 +127,7 @@ def run_eval(cfg: EvalConfig) -> dict:
 
         responses = generate_hf(model, tokenizer, prompt_ids, max_tokens=cfg.max_response_tokens)
         agreement = None
+    install_reward_router(cfg)
     for item, response in zip(items, responses):
         item["response"] = response
         item["score"] = score_response(item["row"], response) if item["kind"] == "single" else None

@@ -116,3 +116,16 @@ def test_remote_service_from_a_recipe_url(executor):
         server.shutdown()
         server.server_close()
         svc.close()
+
+
+def test_generated_code_rows_pass_on_ground_truth_alone():
+    """Our dataset's function-call cases (verl/prime string encoding) are decoded, not compared as text."""
+    from rewards.code import make_code_reward
+    from sft.data.code_problems import generate_code
+
+    rows = generate_code(4, "test", 0)
+    reward = make_code_reward()
+    gts = [r["reward_model"]["ground_truth"] for r in rows]
+    assert reward([r["extra_info"]["response"] for r in rows], gts, [None] * 4) == [1.0] * 4
+    wrong = "```python\ndef nothing():\n    return None\n```"
+    assert reward([wrong] * 4, gts, [None] * 4) == [0.0] * 4

@@ -9,7 +9,6 @@ survives it.
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import threading

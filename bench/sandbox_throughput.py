@@ -1,7 +1,7 @@
 """Sandbox benchmark: isolated executions/s and latency at several concurrencies, against plain subprocess.
 
-    python -m sandbox.bench                      # prints one JSON object
-    python -m sandbox.bench --runs 80 --concurrency 1 2 4 8
+    .venv/bin/python bench/sandbox_throughput.py                 # prints one JSON object (needs root)
+    .venv/bin/python bench/sandbox_throughput.py --runs 80 --concurrency 1 2 4 8
 
 Both sides run the same programs with the same interpreter, in the same process and run: "isolated" through
 Sandbox.run_code (launcher, namespaces, cgroups, seccomp), "plain" as ``subprocess.run([python, -I, -S, -c,
@@ -14,10 +14,14 @@ import argparse
 import json
 import statistics
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from sandbox.isolation import LANGUAGES, OK, Limits, Sandbox
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sandbox.isolation import LANGUAGES, OK, Limits, Sandbox  # noqa: E402
 
 PROGRAMS = [
     "print(sum(range(10000)))",
