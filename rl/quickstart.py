@@ -52,7 +52,7 @@ def format_table(pre: dict, sft: dict, ev: dict, run_root: str) -> str:
     lines.append(f"{'sft':<28}{sft['total_seconds']:.0f} s  ({sft['steps']} steps, {sft['tokens_per_s']:.0f} tok/s)")
     lines.append(f"{'eval':<28}{ev['seconds']:.0f} s  ({ev['responses']} responses, {ev['backend']})")
     if ev.get("vllm_hf_greedy_agreement") is not None:
-        lines.append(f"{'  vLLM = transformers greedy':<28}{ev['vllm_hf_greedy_agreement']:.0%} of checked prompts")
+        lines.append(f"{'  vLLM vs transformers':<28}{ev['vllm_hf_greedy_agreement']:.0%} of checked greedy outputs identical")
     lines.append("-" * 60)
     lines.append(f"{'accuracy':<28}{'think':>10}{'direct':>10}")
     for domain, modes in sorted(ev["accuracy"].items()):

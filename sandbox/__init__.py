@@ -6,7 +6,7 @@
 - `sandbox.executor`   `CodeExecutor` (``run_tests(jobs)``) and `LocalExecutor`
 - `sandbox.service`    `serve(host, port, ...)`: SandboxFusion-compatible ``/run_code``, batched ``/run_tests``
 - `sandbox.client`     `SandboxClient`: the service's client with retries (also a `CodeExecutor`)
-- `bench/sandbox_throughput.py`: isolated runs/s and latency against plain subprocess (JSON)
+- `bench/sandbox.py`: isolated runs/s and latency against plain subprocess (JSON)
 """
 
 from sandbox.harness import TestJob, TestSpec, TestsResult, run_tests

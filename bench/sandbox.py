@@ -1,7 +1,7 @@
 """Sandbox benchmark: isolated executions/s and latency at several concurrencies, against plain subprocess.
 
-    .venv/bin/python bench/sandbox_throughput.py                 # prints one JSON object (needs root)
-    .venv/bin/python bench/sandbox_throughput.py --runs 80 --concurrency 1 2 4 8
+    .venv/bin/python bench/sandbox.py                 # prints one JSON object (needs root)
+    .venv/bin/python bench/sandbox.py --runs 80 --concurrency 1 2 4 8
 
 Both sides run the same programs with the same interpreter, in the same process and run: "isolated" through
 Sandbox.run_code (launcher, namespaces, cgroups, seccomp), "plain" as ``subprocess.run([python, -I, -S, -c,
