@@ -30,3 +30,17 @@ def distillation_loss(
     """Token-mean of `distillation_token_kl` over `mask` (bool, same leading shape as the logits)."""
     kl = distillation_token_kl(student_logits, teacher_logits, temperature)
     return (kl * mask).sum() / mask.sum().clamp(min=1)
+
+
+def load_teacher(teacher_path: str | None, student_tokenizer):
+    """The frozen teacher for logit alignment, or None; refuses a teacher whose vocabulary differs."""
+    if not teacher_path:
+        return None
+    from sft.model import load_checkpoint
+
+    teacher, teacher_tokenizer = load_checkpoint(teacher_path)
+    if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
+        raise ValueError(f"distill.teacher_path {teacher_path}: its tokenizer differs from the student's; "
+                         "logit alignment needs the same vocabulary ids")
+    teacher.requires_grad_(False)
+    return teacher

@@ -93,6 +93,7 @@ def build_sft_samples(cfg: SFTConfig, tokenizer) -> tuple[list[tuple[list[int], 
 def run_sft(cfg: SFTConfig) -> dict:
     """Run the SFT recipe from `cfg.base_model_path`; saves RUN_DIR/final and RUN_DIR/summary.json."""
     from rl.config import write_resolved_config
+    from sft.distill import load_teacher
     from sft.model import count_parameters, load_checkpoint, save_checkpoint
     from sft.pretrain import ensure_datasets
 
@@ -109,9 +110,7 @@ def run_sft(cfg: SFTConfig) -> dict:
         f"{stats.truncated_samples} truncated)",
         flush=True,
     )
-    teacher = None
-    if cfg.distill.teacher_path:
-        teacher, _ = load_checkpoint(cfg.distill.teacher_path)
+    teacher = load_teacher(cfg.distill.teacher_path, tokenizer)
     summary = train_packed(
         model, rows, train=cfg.train, optim=cfg.optim, run_dir=run_dir, stage="sft", seed=cfg.seed,
         teacher=teacher, distill=cfg.distill,

@@ -18,7 +18,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sft.config import PretrainConfig, SyntheticDataConfig
-from sft.model import build_model, count_parameters, load_checkpoint, save_checkpoint
+from transformers import AutoTokenizer
+
+from sft.distill import load_teacher
+from sft.model import build_model, count_parameters, save_checkpoint
 from sft.packing import pack_samples
 from sft.tokenizer import ENDOFTEXT, single_token_id, train_tokenizer
 from sft.train_loop import set_threads, train_packed
@@ -69,7 +72,11 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     set_threads(cfg.train.num_threads)
     t0 = time.perf_counter()
     docs = pretraining_documents(cfg.data)
-    tokenizer = train_tokenizer(docs[: cfg.tokenizer.training_docs], cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency)
+    if cfg.distill.teacher_path:
+        # distillation aligns logits id by id: the student takes the teacher's tokenizer instead of training one
+        tokenizer = AutoTokenizer.from_pretrained(cfg.distill.teacher_path)
+    else:
+        tokenizer = train_tokenizer(docs[: cfg.tokenizer.training_docs], cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency)
     eot = single_token_id(tokenizer, ENDOFTEXT)
     samples = []
     for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:
@@ -83,11 +90,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
         f"(fill {stats.fill_ratio:.0%}); vocab {len(tokenizer)}; model {n_params / 1e6:.2f}M parameters",
         flush=True,
     )
-    teacher = None
-    if cfg.distill.teacher_path:
-        teacher, _ = load_checkpoint(cfg.distill.teacher_path)
-        if teacher.config.vocab_size != model.config.vocab_size:
-            raise ValueError(f"distill.teacher_path {cfg.distill.teacher_path}: vocabulary differs from the student's")
+    teacher = load_teacher(cfg.distill.teacher_path, tokenizer)
     summary = train_packed(
         model, rows, train=cfg.train, optim=cfg.optim, run_dir=run_dir, stage="pretrain", seed=cfg.seed,
         teacher=teacher, distill=cfg.distill,

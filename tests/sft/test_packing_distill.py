@@ -112,3 +112,15 @@ def test_lr_schedule_shape():
     assert all(a <= b for a, b in zip(lrs[:10], lrs[1:10]))
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert lrs[-1] == pytest.approx(0.1)
+
+
+def test_teacher_with_another_tokenizer_is_refused(tokenizer, tiny_model, tmp_path):
+    from sft.distill import load_teacher
+    from sft.tokenizer import train_tokenizer
+
+    save_checkpoint(tiny_model, tokenizer, tmp_path / "teacher")
+    assert load_teacher(str(tmp_path / "teacher"), tokenizer) is not None
+    assert load_teacher(None, tokenizer) is None
+    other = train_tokenizer(["completely different text corpus"] * 50, vocab_size=300)
+    with pytest.raises(ValueError, match="tokenizer differs"):
+        load_teacher(str(tmp_path / "teacher"), other)
