@@ -160,6 +160,12 @@ def _coerce(hint: Any, value: Any, *, source: str, key: str) -> Any:
         value_hint = args[1] if len(args) == 2 else Any
         return {k: _coerce(value_hint, v, source=source, key=f"{key}.{k}") for k, v in value.items()}
     if hint is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-5" (no dot) as a string; users write learning rates that way
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: '{key}' expects a number, got {value!r}")
         return float(value)

@@ -46,6 +46,16 @@ def test_unknown_override_key_names_closest():
         load_config(PretrainConfig, None, ["trian.max_steps=3"])
 
 
+def test_scientific_notation_without_dot_is_a_float(tmp_path):
+    cfg = load_config(PretrainConfig, None, ["optim.lr_peak=6e-3"])
+    assert cfg.optim.lr_peak == 0.006
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("optim:\n  lr_peak: 1e-5\n")
+    assert load_config(PretrainConfig, recipe).optim.lr_peak == 1e-5
+    with pytest.raises(ConfigError, match="'optim.lr_peak' expects a number"):
+        load_config(PretrainConfig, None, ["optim.lr_peak=fast"])
+
+
 def test_type_errors_name_key():
     with pytest.raises(ConfigError, match=r"'train.max_steps' expects an integer, got 'many'"):
         load_config(PretrainConfig, None, ["train.max_steps=many"])

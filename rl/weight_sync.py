@@ -1,0 +1,252 @@
+"""Trainer -> rollout-engine weight transfer through vLLM's weight-transfer API (`vllm.distributed.weight_transfer`).
+
+One code path, two transports:
+  * GPU: vLLM's own NCCL backend (`WeightTransferConfig(backend="nccl")`, `NCCLTrainerWeightTransferEngine`).
+  * CPU: the gloo backend below, registered with `WeightTransferEngineFactory.register_engine("gloo", ...)`.
+
+The worker side of the gloo backend follows vLLM's dense NCCL engine: it joins a two-party process group with the
+trainer (rank 0 = trainer, rank 1 = the inference worker), receives packed flat buffers (one broadcast per bucket
+instead of one per tensor), and loads them inside vLLM's layerwise reload lifecycle
+(`initialize_layerwise_reload` / `finalize_layerwise_reload`). That lifecycle is why this works on the CPU
+backend, where calling `model.load_weights` a second time directly fails (linear weights are repacked after the
+first load): reload restores the layers to their checkpoint layout, loads, then re-runs the post-load processing.
+
+The engine is registered in the worker process by vLLM's `worker_extension_cls` hook: the engine args name
+`rl.weight_sync.WeightVersionExtension`, and importing this module (which the hook does before the worker loads
+the model) registers the backend, whatever process vLLM spawned the worker in.
+
+Weight versions: the trainer counts versions (`GlooWeightSender.version`); the engine records the version it
+last finished loading (`finish_weight_update(weight_version=...)`, read back with `get_weight_version()`).
+
+    sender = GlooWeightSender(host, port)          # trainer process, concurrently with
+    await engine.init_weight_transfer_engine(...)  # the engine joining with `sender.init_info()`
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+
+import torch
+
+BACKEND = "gloo"
+DEFAULT_BUCKET_BYTES = 64 << 20  # one broadcast per 64 MiB: few round trips, bounded extra memory
+_TIMEOUT = datetime.timedelta(seconds=600)
+
+
+def open_group(host: str, port: int, rank: int, world_size: int = 2):
+    """A private gloo process group (rank 0 hosts the TCP store); it never touches torch's default group,
+    which vLLM's CPU worker already uses for its own collectives."""
+    store = torch.distributed.TCPStore(host, port, world_size, is_master=rank == 0, timeout=_TIMEOUT)
+    prefixed = torch.distributed.PrefixStore("mixrl_weight_sync", store)
+    return store, torch.distributed.ProcessGroupGloo(prefixed, rank, world_size, _TIMEOUT)
+
+
+@dataclass
+class GlooWeightTransferInitInfo:
+    """What a worker needs to join the trainer's group (sent through `init_weight_transfer_engine`)."""
+
+    master_address: str
+    master_port: int
+    world_size: int = 2
+    rank_offset: int = 1  # the trainer is rank 0; workers follow
+
+
+@dataclass
+class GlooWeightTransferUpdateInfo:
+    """Per-sync metadata: every parameter's name, wire dtype and shape, in send order, and the bucket size."""
+
+    names: list[str]
+    dtype_names: list[str]
+    shapes: list[list[int]]
+    bucket_bytes: int = DEFAULT_BUCKET_BYTES
+
+    def __post_init__(self):
+        if not len(self.names) == len(self.dtype_names) == len(self.shapes):
+            raise ValueError(f"names/dtype_names/shapes differ in length: {len(self.names)}/{len(self.dtype_names)}/{len(self.shapes)}")
+
+
+def plan_buckets(dtype_names: list[str], shapes: list[list[int]], bucket_bytes: int) -> list[list[int]]:
+    """Indices of parameters per flat buffer: consecutive, same dtype, at most `bucket_bytes` (a larger single
+    tensor gets a bucket of its own). Both sides call this with the same metadata, so they agree on the split.
+
+    >>> plan_buckets(["float32"] * 3, [[2], [2], [4]], bucket_bytes=16)
+    [[0, 1], [2]]
+    """
+    buckets: list[list[int]] = []
+    current: list[int] = []
+    size = 0
+    for i, (dtype_name, shape) in enumerate(zip(dtype_names, shapes)):
+        nbytes = _numel(shape) * getattr(torch, dtype_name).itemsize
+        if current and (size + nbytes > bucket_bytes or dtype_names[current[0]] != dtype_name):
+            buckets.append(current)
+            current, size = [], 0
+        current.append(i)
+        size += nbytes
+    if current:
+        buckets.append(current)
+    return buckets
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+try:  # vLLM is an optional import for pure users of this module (the trainer side needs only torch)
+    from vllm.distributed.weight_transfer.base import WeightTransferEngine as _VllmEngineBase
+except ImportError:  # pragma: no cover
+    _VllmEngineBase = object
+
+
+class GlooWeightTransferEngine(_VllmEngineBase):
+    """Worker side of the gloo backend (runs inside vLLM's worker process)."""
+
+    init_info_cls = GlooWeightTransferInitInfo
+    update_info_cls = GlooWeightTransferUpdateInfo
+    supports_draft_weight_update = False
+
+    def __init__(self, config, vllm_config, device, model) -> None:
+        super().__init__(config, vllm_config, device, model)
+        self.group = None
+        self.store = None
+        self.rank = -1
+
+    def init_transfer_engine(self, init_info: GlooWeightTransferInitInfo) -> None:
+        parallel = self.parallel_config
+        self.rank = init_info.rank_offset + parallel.data_parallel_index * parallel.world_size + parallel.rank
+        self.store, self.group = open_group(init_info.master_address, init_info.master_port, self.rank, init_info.world_size)
+
+    def start_weight_update(self) -> None:
+        from vllm.model_executor.model_loader.reload import initialize_layerwise_reload
+
+        initialize_layerwise_reload(self.model)
+
+    def finish_weight_update(self) -> None:
+        from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
+
+        finalize_layerwise_reload(self.model, self.model_config)
+        refresh_tied_heads(self.model)
+
+    def update_weights(self, update_info: dict) -> None:
+        # the base class would call torch.accelerator.synchronize(), which has no CPU accelerator to sync
+        self.receive_weights(self.parse_update_info(update_info))
+
+    def receive_weights(self, update_info: GlooWeightTransferUpdateInfo) -> None:
+        if self.group is None:
+            raise RuntimeError("gloo weight transfer not initialised: call init_weight_transfer_engine first")
+        from vllm.model_executor.model_loader.mtp_validation import disable_mtp_completeness_check
+
+        with disable_mtp_completeness_check():
+            for bucket in plan_buckets(update_info.dtype_names, update_info.shapes, update_info.bucket_bytes):
+                dtype = getattr(torch, update_info.dtype_names[bucket[0]])
+                numels = [_numel(update_info.shapes[i]) for i in bucket]
+                flat = torch.empty(sum(numels), dtype=dtype)  # [sum of numels]
+                self.group.broadcast(flat, 0).wait()
+                weights = [(update_info.names[i], part.view(update_info.shapes[i]))
+                           for i, part in zip(bucket, torch.split(flat, numels))]
+                self.model.load_weights(weights)
+
+    def shutdown(self) -> None:
+        self.group = None
+        self.store = None
+
+
+def refresh_tied_heads(model: torch.nn.Module) -> int:
+    """Re-pack output heads tied to an input embedding (`tie_word_embeddings`); returns how many.
+
+    Found here, not documented by vLLM 0.32: on the CPU backend the tied `lm_head` keeps a packed copy of the
+    embedding made at the first load (`dispatch_cpu_unquantized_gemm(remove_weight=False)`). Layerwise reload
+    writes the new embedding into the shared Parameter but never re-processes `lm_head` (no weight is loaded
+    under its name), so without this the logits would come from the old weights (measured: 0.34 nats of
+    logprob error after a sync that changed only the embedding).
+    """
+    embeddings = {id(m.weight) for m in model.modules() if type(m).__name__ == "VocabParallelEmbedding"}
+    refreshed = 0
+    for module in model.modules():
+        method = getattr(module, "quant_method", None)
+        if type(module).__name__ == "ParallelLMHead" and id(getattr(module, "weight", None)) in embeddings and method is not None:
+            method.process_weights_after_loading(module)
+            refreshed += 1
+    return refreshed
+
+
+def register_gloo_backend() -> None:
+    """Register the gloo backend with vLLM's factory (idempotent; runs on import of this module)."""
+    from vllm.distributed.weight_transfer.factory import WeightTransferEngineFactory
+
+    if BACKEND not in WeightTransferEngineFactory._registry:
+        WeightTransferEngineFactory.register_engine(BACKEND, GlooWeightTransferEngine)
+
+
+class WeightVersionExtension:
+    """vLLM `worker_extension_cls`: naming it makes vLLM import this module in the worker process (registering
+    the gloo backend before the worker creates its transfer engine), and gives the trainer a cheap probe of the
+    weights the worker actually holds."""
+
+    def weight_checksum(self, name: str) -> float:
+        """Sum of one parameter of the loaded model (tests compare it with the trainer's)."""
+        params = dict(self.model_runner.get_model().named_parameters())
+        return float(params[name].detach().float().sum())
+
+
+if _VllmEngineBase is not object:
+    register_gloo_backend()
+
+
+@dataclass
+class GlooWeightSender:
+    """Trainer side of the gloo backend: rank 0 of the group; broadcasts packed buckets of the policy's weights.
+
+    `init_info()` goes to the engine's `init_weight_transfer_engine`; `connect()` must run concurrently with it
+    (the TCP store rendezvous blocks until every rank has joined). Per sync: `update_info(model)` to the engine's
+    `update_weights` while `send(model)` runs here.
+    """
+
+    master_address: str
+    master_port: int
+    world_size: int = 2
+    bucket_bytes: int = DEFAULT_BUCKET_BYTES
+    wire_dtype: str | None = None  # cast to the engine's dtype before sending (halves bytes for bf16 engines)
+    version: int = 0
+    _group: object = field(default=None, repr=False)
+    _store: object = field(default=None, repr=False)
+
+    def init_info(self) -> dict:
+        return {"master_address": self.master_address, "master_port": self.master_port, "world_size": self.world_size}
+
+    def connect(self) -> None:
+        self._store, self._group = open_group(self.master_address, self.master_port, 0, self.world_size)
+
+    def _named(self, model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+        out = []
+        for name, p in model.named_parameters():  # tied weights appear once; vLLM re-ties them on load
+            t = getattr(p, "full_tensor", None)
+            t = (t() if callable(t) else p).detach()  # FSDP2 DTensor shards are gathered (the multi-GPU path)
+            out.append((name, t.to(getattr(torch, self.wire_dtype)) if self.wire_dtype else t))
+        return out
+
+    def update_info(self, model: torch.nn.Module) -> dict:
+        named = self._named(model)
+        return {"names": [n for n, _ in named], "dtype_names": [str(t.dtype).removeprefix("torch.") for _, t in named],
+                "shapes": [list(t.shape) for _, t in named], "bucket_bytes": self.bucket_bytes}
+
+    def send(self, model: torch.nn.Module) -> int:
+        """Broadcast the weights; returns the bytes sent. Bumps `version`."""
+        if self._group is None:
+            raise RuntimeError("GlooWeightSender.connect() has not run")
+        named = self._named(model)
+        info = GlooWeightTransferUpdateInfo(**self.update_info(model))
+        sent = 0
+        for bucket in plan_buckets(info.dtype_names, info.shapes, info.bucket_bytes):
+            flat = torch.cat([named[i][1].reshape(-1) for i in bucket])  # [sum of numels]
+            self._group.broadcast(flat, 0).wait()
+            sent += flat.numel() * flat.element_size()
+        self.version += 1
+        return sent
+
+    def close(self) -> None:
+        self._group = None
+        self._store = None
