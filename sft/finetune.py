@@ -74,6 +74,20 @@ def source_chats(source: SFTSource, rows: list[dict], rng: random.Random) -> lis
     return chats
 
 
+def check_sft_rows(rows: list[dict], path: str, mode: str) -> None:
+    """SFT renders `extra_info.response` (and `reasoning` in thinking modes): name the first row lacking them."""
+    from sft.data.loader import DataError
+
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    needs = ["response"] + (["reasoning"] if mode != "direct" else [])
+    for i, row in enumerate(rows):
+        extra = row.get("extra_info") or {}
+        for key in needs:
+            if not isinstance(extra.get(key), str):
+                raise DataError(f"{path}: row {i}: SFT mode '{mode}' needs extra_info.{key} as a string, got {extra.get(key)!r}")
+
+
 def build_sft_samples(cfg: SFTConfig, tokenizer) -> tuple[list[tuple[list[int], list[int]]], dict[str, int]]:
     """Tokenized (ids, labels) samples of every source, shuffled together; also the chat count per source."""
     from sft.data.loader import load_rows
@@ -82,7 +96,9 @@ def build_sft_samples(cfg: SFTConfig, tokenizer) -> tuple[list[tuple[list[int], 
     chats: list[list[dict]] = []
     counts: dict[str, int] = {}
     for source in cfg.sources:
-        rows = load_rows(source.path.replace("{data_dir}", cfg.data.out_dir))
+        path = source.path.replace("{data_dir}", cfg.data.out_dir)
+        rows = load_rows(path)
+        check_sft_rows(rows, path, source.mode)
         made = source_chats(source, rows, rng)
         counts[source.name] = len(made)
         chats.extend(made)

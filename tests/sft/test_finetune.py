@@ -58,3 +58,16 @@ def test_summarise_accuracy_and_switch():
     assert out["switch_reliability"]["single"] == 0.75
     assert out["switch_reliability"]["multiturn"] == 0.0
     assert out["switch_reliability"]["overall"] == 0.6
+
+
+def test_rows_without_answers_are_refused_naming_file_and_row(rows):
+    from sft.data.loader import DataError
+    from sft.finetune import check_sft_rows
+
+    bad = [dict(r) for r in rows[:3]]
+    bad[2] = {**bad[2], "extra_info": {"response": "x"}}
+    check_sft_rows(bad, "f.parquet", "direct")  # direct mode needs no reasoning
+    with pytest.raises(DataError, match=r"f.parquet: row 2: SFT mode 'fused' needs extra_info.reasoning"):
+        check_sft_rows(bad, "f.parquet", "fused")
+    with pytest.raises(DataError, match="no rows"):
+        check_sft_rows([], "f.parquet", "fused")
