@@ -72,6 +72,8 @@ class PackedTrainConfig:
     dtype: Dtype = "float32"
     log_every_steps: int = 20
     num_threads: int = 0  # torch intra-op threads; 0 = all cores
+    save_every_steps: int = 100  # training-state checkpoint (weights, optimizer, data order, RNG); 0 = never
+    resume: bool = False  # continue from RUN_DIR/checkpoint if one exists (hyperparameters may be overridden)
 
 
 @dataclass

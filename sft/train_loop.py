@@ -54,6 +54,33 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Ada
     return torch.optim.AdamW(groups, lr=cfg.lr_peak, betas=(cfg.adam_beta1, cfg.adam_beta2))
 
 
+def save_training_state(path: Path, model, optimizer, rng: random.Random, *, step: int, order: list[int],
+                        trained_tokens: int) -> None:
+    """Everything needed to continue exactly: weights, optimizer moments, data order, RNG states, step.
+
+    Written to a temporary file and renamed, so a kill mid-write leaves the previous checkpoint intact.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "step": step, "order": list(order), "trained_tokens": trained_tokens,
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "python_rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_training_state(path: Path, model, optimizer, rng: random.Random) -> tuple[int, list[int], int]:
+    """Restore a `save_training_state` checkpoint in place; returns (step, data order, trained tokens)."""
+    state = torch.load(path, weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    rng.setstate(state["python_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["step"], state["order"], state["trained_tokens"]
+
+
 def set_threads(num_threads: int) -> None:
     if num_threads > 0:
         torch.set_num_threads(num_threads)
@@ -91,8 +118,12 @@ def train_packed(
     start = time.perf_counter()
     trained_tokens = 0
     loss_value = float("nan")
+    step = 0
+    checkpoint = Path(run_dir) / "checkpoint" / "state.pt"
+    if train.resume and checkpoint.exists():
+        step, order, trained_tokens = load_training_state(checkpoint, model, optimizer, rng)
+        print(f"[{stage}] resumed from {checkpoint} at step {step}", flush=True)
     with MetricsLogger(run_dir, stage=stage, total_steps=total_steps, print_every=train.log_every_steps) as log:
-        step = 0
         while step < total_steps:
             if train.max_minutes and time.perf_counter() - start > train.max_minutes * 60:
                 print(f"[{stage}] stopping at step {step}: train.max_minutes={train.max_minutes} reached", flush=True)
@@ -129,6 +160,8 @@ def train_packed(
             metrics["loss"] = loss_value
             metrics["grad_norm"] = float(grad_norm)
             log.log(step, metrics, tokens=tokens)
+            if train.save_every_steps and step % train.save_every_steps == 0 and step < total_steps:
+                save_training_state(checkpoint, model, optimizer, rng, step=step, order=order, trained_tokens=trained_tokens)
         log.plot(["loss", "lr", "tokens_per_s"] + (["kd"] if teacher is not None else []))
     seconds = time.perf_counter() - start
     model.eval()

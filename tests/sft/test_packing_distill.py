@@ -1,5 +1,7 @@
 """Packing with sequence isolation equals unpacked training; distillation moves the student to the teacher."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -124,3 +126,39 @@ def test_teacher_with_another_tokenizer_is_refused(tokenizer, tiny_model, tmp_pa
     other = train_tokenizer(["completely different text corpus"] * 50, vocab_size=300)
     with pytest.raises(ValueError, match="tokenizer differs"):
         load_teacher(str(tmp_path / "teacher"), other)
+
+
+def test_killed_run_resumes_to_the_same_weights(tokenizer, tmp_path, monkeypatch):
+    from sft.metrics import MetricsLogger
+
+    small = ModelConfig(hidden_size=32, num_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256)
+    rows, _ = pack_samples(_samples(tokenizer) * 6, 48, pad_id=tokenizer.pad_token_id)
+    common = dict(optim=OptimConfig(lr_peak=3e-3, lr_warmup_steps=2), stage="t", seed=3)
+    train = PackedTrainConfig(max_steps=10, rows_per_step=2, save_every_steps=4, log_every_steps=100)
+
+    reference = build_model(small, tokenizer, seed=0)
+    train_packed(reference, rows, train=train, run_dir=tmp_path / "a", **common)
+
+    class Killed(Exception):
+        pass
+
+    original = MetricsLogger.log
+
+    def dies_at_step_7(self, step, metrics, **kw):
+        if step == 7:
+            raise Killed
+        return original(self, step, metrics, **kw)
+
+    monkeypatch.setattr(MetricsLogger, "log", dies_at_step_7)
+    interrupted = build_model(small, tokenizer, seed=0)
+    with pytest.raises(Killed):
+        train_packed(interrupted, rows, train=train, run_dir=tmp_path / "b", **common)
+    monkeypatch.setattr(MetricsLogger, "log", original)
+
+    resumed = build_model(small, tokenizer, seed=0)  # a new process would start from scratch weights
+    summary = train_packed(resumed, rows, train=dataclasses.replace(train, resume=True), run_dir=tmp_path / "b", **common)
+    assert summary.steps == 10
+    for (name, a), (_, b) in zip(reference.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    # and resuming is not a no-op: the interrupted weights (step 7) differ from the final ones
+    assert not torch.equal(interrupted.state_dict()["lm_head.weight"], resumed.state_dict()["lm_head.weight"])
