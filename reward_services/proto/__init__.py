@@ -1,0 +1,1 @@
+"""Generated protocol modules (committed) and their .proto sources; see generate.py."""
