@@ -5,8 +5,8 @@ Shapes: B = sequences in the batch (prompts × samples), L = response tokens (pa
 `tests/rl/test_algos.py` checks hand-derived values and numerical equivalence with verl's `core_algos`.
 
 Departures from verl, named where they are:
-  * `group_advantages` uses the same unbiased std and `eps` placement as verl, and gives a group of one an
-    advantage of 0 (verl too); a masked sample (reward None → NaN) is left out of its group's statistics and
+  * `group_advantages` uses the same unbiased std, `eps` placement and group-of-one rule as verl (or, with
+    `single_sample="zero"`, no signal for a group of one); a masked sample (reward None → NaN) is left out of its group's statistics and
     gets advantage 0 (verl has no masking).
   * `normalize_advantages_by_source` is ours (report §2.3.6): verl has no per-domain normalisation.
 """
@@ -22,22 +22,28 @@ LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "se
 KL_ESTIMATORS = ("k1", "k2", "k3", "k1+", "k3+")
 
 
-def group_advantages(rewards: torch.Tensor, group_ids: list, *, norm_by_std: bool = True, eps: float = 1e-6) -> torch.Tensor:
+def group_advantages(rewards: torch.Tensor, group_ids: list, *, norm_by_std: bool = True, eps: float = 1e-6,
+                     single_sample: str = "raw") -> torch.Tensor:
     """Outcome advantage of each sample relative to its group: (r − mean) / (std + eps), or r − mean.
 
     `rewards` [B] may hold NaN for masked samples: they are excluded from their group's mean/std and get 0.
-    A group with one scored sample gets 0 (no baseline to compare against), as in verl.
+    A group with one scored sample has no baseline: `single_sample="raw"` uses mean 0 and std 1 as verl does
+    (advantage = r / (1 + eps)); `"zero"` gives it no signal at all.
 
-    >>> [round(a, 4) for a in group_advantages(torch.tensor([1.0, 0.0, 0.0, 0.0, float("nan")]), [0, 0, 1, 1, 1]).tolist()]
-    [0.7071, -0.7071, 0.0, 0.0, 0.0]
+    >>> [round(a, 4) for a in group_advantages(torch.tensor([1.0, 0.0, 0.0, 0.0, float("nan"), 0.5]), [0, 0, 1, 1, 1, 2]).tolist()]
+    [0.7071, -0.7071, 0.0, 0.0, 0.0, 0.5]
     """
     adv = torch.zeros_like(rewards, dtype=torch.float32)  # [B]
     members: dict = defaultdict(list)
     for i, g in enumerate(group_ids):
         if not math.isnan(float(rewards[i])):
             members[g].append(i)
+    if single_sample not in ("raw", "zero"):
+        raise ValueError(f"single_sample must be 'raw' or 'zero', got {single_sample!r}")
     for idx in members.values():
         if len(idx) < 2:
+            if single_sample == "raw":
+                adv[idx] = rewards[idx].float() / (1 + eps) if norm_by_std else rewards[idx].float()
             continue
         scores = rewards[idx].float()  # [k]
         centred = scores - scores.mean()

@@ -76,6 +76,10 @@ class RolloutEngine:
             max_model_len=self.max_model_len,
             seed=self.seed,
             enforce_eager=True,
+            # No chunked prefill: vLLM 0.32's CPU runner crashes on a seeded request whose prefill is split
+            # ("CPU Generator does not use offset"), and per-request seeds are what make rollouts reproducible.
+            enable_chunked_prefill=False,
+            max_num_batched_tokens=max(8192, self.max_model_len),
             reasoning_config=ReasoningConfig(reasoning_start_str=THINK_OPEN, reasoning_end_str=f"\n{THINK_CLOSE}\n\n"),
             weight_transfer_config=WeightTransferConfig(backend=self.weight_transfer_backend),
             # importing the extension's module in the worker process registers the gloo backend there
@@ -86,6 +90,7 @@ class RolloutEngine:
     async def generate(self, prompt_ids: list[list[int]], settings: SamplingSettings) -> list[list[RolloutSample]]:
         """`settings.samples_per_prompt` samples for every prompt (one group per prompt, in prompt order)."""
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         async def one(index: int, ids: list[int]) -> list[RolloutSample]:
             params = SamplingParams(
@@ -94,15 +99,23 @@ class RolloutEngine:
                 temperature=settings.temperature,
                 top_p=settings.top_p,
                 top_k=settings.top_k,
-                seed=settings.seed + index,  # reproducible per prompt whatever the scheduling order
+                # one seed per sample (vLLM gives child j of a request seed + j): reproducible whatever the
+                # scheduling order or the engine's history
+                seed=settings.seed + index * settings.samples_per_prompt,
                 logprobs=0,  # the sampled token's own logprob
                 skip_special_tokens=True,
                 thinking_token_budget=settings.thinking_token_budget or None,
+                # one output holding all n completions (streamed outputs of an n>1 request carry only the
+                # completions that advanced in that engine step)
+                output_kind=RequestOutputKind.FINAL_ONLY,
             )
             final = None
             async for out in self.engine.generate({"prompt_token_ids": ids}, params, request_id=uuid.uuid4().hex):
                 final = out
             samples = []
+            if final is None or len(final.outputs) != settings.samples_per_prompt:
+                got = 0 if final is None else len(final.outputs)
+                raise RuntimeError(f"vLLM returned {got} completions for prompt {index}, expected {settings.samples_per_prompt}")
             for comp in sorted(final.outputs, key=lambda c: c.index):
                 logprobs = [float(step[tok].logprob) for tok, step in zip(comp.token_ids, comp.logprobs)]
                 samples.append(RolloutSample(list(ids), list(comp.token_ids), logprobs, comp.text,

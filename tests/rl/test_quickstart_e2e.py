@@ -29,6 +29,7 @@ def quickstart_run(tmp_path_factory):
         "eval.multiturn_prompts=4",
         "eval.max_response_tokens=48",
         "eval.backend_check_prompts=6",
+        "grpo.max_steps=2",
     ]
     proc = subprocess.run(
         [sys.executable, "-m", "rl.cli", "quickstart", "--recipe", "recipes/quickstart.yaml", *overrides],

