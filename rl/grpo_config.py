@@ -111,6 +111,8 @@ class GRPOConfig:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     trainer: GRPOTrainerConfig = field(default_factory=GRPOTrainerConfig)
     rewards: dict[str, Any] = field(default_factory=dict)  # the reward router's config (rewards.reward_config_from_dict)
+    sandbox_url: str = ""  # code rewards: a `mixrl serve-sandbox` URL, or "" for a local sandbox pool
+    reward_model_registry: str = ""  # chat rewards: "local:DIR", "etcd://H:P" or "k8s://NS" where RM services register
     eval: GRPOEvalConfig = field(default_factory=GRPOEvalConfig)
     checkpoint_every_steps: int = 0  # 0 = only at the end
     keep_checkpoints: int = 2
@@ -134,7 +136,21 @@ def quickstart_grpo_default() -> GRPOConfig:
 
 
 @dataclass
+class QuickstartRMConfig:
+    """The quickstart's reward-model service: train a tiny RM on synthetic preference pairs, validate it, serve it
+    registered in a local registry (found by identifier), and check it through the service. `instances=0` skips."""
+
+    name: str = "chat-rm"
+    instances: int = 1
+    train_pairs: int = 400
+    heldout_pairs: int = 100
+    steps: int = 60
+    min_accuracy: float = 0.6  # deploy gate on held-out pairwise accuracy (the report deploys after validation)
+
+
+@dataclass
 class QuickstartGRPOConfig(QuickstartConfig):
     """`mixrl quickstart`: QuickstartConfig (sft/config.py) plus the GRPO stage; `grpo.max_steps=0` skips it."""
 
     grpo: GRPOConfig = field(default_factory=quickstart_grpo_default)
+    reward_model: QuickstartRMConfig = field(default_factory=QuickstartRMConfig)

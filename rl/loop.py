@@ -305,13 +305,27 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
+def build_reward_router(cfg: GRPOConfig):
+    """The reward router of a run, with a sandbox client for code and a reward-model client found through the
+    registry for chat (without them those domains are masked, never scored 0)."""
+    from rewards import RewardRouter, reward_config_from_dict
+    from rewards.code import make_code_client
+
+    rm_client = None
+    if cfg.reward_model_registry:
+        from reward_services.client import RewardModelServiceClient
+
+        rm_client = RewardModelServiceClient.from_registry(cfg.reward_model_registry)
+    return RewardRouter(reward_config_from_dict(cfg.rewards), code_client=make_code_client(sandbox_url=cfg.sandbox_url or None),
+                        rm_client=rm_client)
+
+
 def run_grpo(cfg: GRPOConfig, *, rollout=None) -> dict:
     """Train; returns the summary. `rollout`: an already started rollout actor to reuse (tests share one engine;
     its weights are overwritten by a sync before the first step)."""
     import ray
     from transformers import AutoTokenizer
 
-    from rewards import RewardRouter, reward_config_from_dict
     from rl.config import write_resolved_config
     from rl.trainer import build_batch
     from sft.metrics import MetricsLogger
@@ -322,7 +336,7 @@ def run_grpo(cfg: GRPOConfig, *, rollout=None) -> dict:
     ensure_ray(cfg)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
     rows = load_sources(cfg.sources)
-    router = RewardRouter(reward_config_from_dict(cfg.rewards))
+    router = build_reward_router(cfg)
     trainer = ray.remote(num_cpus=0)(TrainerActor).remote(cfg.model_path, cfg.trainer, cfg.algo, cfg.max_steps, cfg.seed)
 
     start_step = 0

@@ -44,20 +44,85 @@ def run_quickstart(cfg: QuickstartGRPOConfig) -> dict:
     sft = run_sft(cfg.sft)
     ev = run_eval(cfg.eval)
     summary = {"pretrain": pre, "sft": sft, "eval": ev}
-    if cfg.grpo.max_steps > 0:
-        import time
+    instances: list[dict] = []
+    try:
+        if cfg.reward_model.instances > 0:
+            summary["reward_model"], instances = start_reward_model_service(cfg)
+            # the GRPO run's router finds the service by identifier for any chat prompts it gets
+            cfg = dataclasses.replace(cfg, grpo=dataclasses.replace(cfg.grpo, reward_model_registry=summary["reward_model"]["registry"]))
+        if cfg.grpo.max_steps > 0:
+            import time
 
-        from rl.loop import run_grpo
+            from rl.loop import run_grpo
 
-        t0 = time.perf_counter()
-        summary["grpo"] = run_grpo(cfg.grpo)
-        summary["grpo"]["total_seconds"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            summary["grpo"] = run_grpo(cfg.grpo)
+            summary["grpo"]["total_seconds"] = time.perf_counter() - t0
+    finally:
+        stop_instances(instances)
     (Path(cfg.run_root) / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(format_table(pre, sft, ev, cfg.run_root, summary.get("grpo")))
+    print(format_table(pre, sft, ev, cfg.run_root, summary.get("grpo"), summary.get("reward_model")))
     return summary
 
 
-def format_table(pre: dict, sft: dict, ev: dict, run_root: str, grpo: dict | None = None) -> str:
+def start_reward_model_service(cfg: QuickstartGRPOConfig) -> tuple[dict, list[dict]]:
+    """Train and validate a tiny reward model, start it as gRPC instances registered in `run_root/registry`, then
+    score held-out preference pairs THROUGH the service (found via the registry) as a live check."""
+    import time
+
+    from reward_services import deploy
+    from reward_services.client import RewardModelServiceClient
+    from reward_services.train import pairs_from_rows, train_and_save
+    from rewards.clients import RewardModelRequest
+    from sft.data.chat_prompts import generate_chat
+    from sft.tokenizer import train_tokenizer
+
+    rm = cfg.reward_model
+    t0 = time.perf_counter()
+    root = Path(cfg.run_root)
+    train_pairs = pairs_from_rows(generate_chat(rm.train_pairs, "train", cfg.pretrain.seed))
+    heldout = pairs_from_rows(generate_chat(rm.heldout_pairs, "test", cfg.pretrain.seed + 1))
+    tokenizer = train_tokenizer([f"{p.prompt}\n{p.chosen}\n{p.rejected}" for p in train_pairs], 1024)
+    model_dir = root / "reward_model"
+    metrics = train_and_save(tokenizer, train_pairs, heldout, model_dir, steps=rm.steps, seed=cfg.pretrain.seed)
+    report = deploy.validate(model_dir, heldout, min_accuracy=rm.min_accuracy)
+    if not report.passed:
+        raise RuntimeError(f"reward model failed validation (held-out accuracy {report.pairwise_accuracy:.3f} < "
+                           f"{rm.min_accuracy}); not deployed")
+    registry = f"local:{root / 'registry'}"
+    instances = deploy.start_local(model_dir, name=rm.name, registry=registry, instances=rm.instances)
+    client = RewardModelServiceClient.from_registry(registry)
+    try:
+        requests = [RewardModelRequest(rm.name, p.prompt, r) for p in heldout for r in (p.chosen, p.rejected)]
+        scores = client.score(requests)
+    finally:
+        client.close()
+    pairs = [(scores[2 * i], scores[2 * i + 1]) for i in range(len(heldout))]
+    scored = [(c, r) for c, r in pairs if c is not None and r is not None]
+    result = {
+        "name": rm.name, "registry": registry, "instances": [i.get("address") for i in instances],
+        "model_dir": str(model_dir), "validation_accuracy": report.pairwise_accuracy,
+        "service_pairwise_accuracy": round(sum(c > r for c, r in scored) / max(1, len(scored)), 4),
+        "service_unscored_pairs": len(pairs) - len(scored), "train_metrics": metrics,
+        "total_seconds": round(time.perf_counter() - t0, 1),
+    }
+    print(f"[reward-model] {json.dumps({k: v for k, v in result.items() if k != 'train_metrics'})}", flush=True)
+    return result, instances
+
+
+def stop_instances(instances: list[dict]) -> None:
+    """SIGTERM (graceful drain and deregistration) every started reward-model instance."""
+    import os
+    import signal
+
+    for info in instances:
+        try:
+            os.kill(int(info["pid"]), signal.SIGTERM)
+        except (KeyError, ProcessLookupError):
+            pass
+
+
+def format_table(pre: dict, sft: dict, ev: dict, run_root: str, grpo: dict | None = None, rm: dict | None = None) -> str:
     """The closing table: model size, time per stage, accuracy per domain and mode, switch reliability."""
     lines = ["", "mixrl quickstart summary", "-" * 60]
     lines.append(f"{'model':<28}{pre['parameters'] / 1e6:.2f}M parameters, vocab {pre['vocab_size']}")
@@ -77,6 +142,10 @@ def format_table(pre: dict, sft: dict, ev: dict, run_root: str, grpo: dict | Non
         lines.append(f"{'  unscored ' + key:<28}{value:>10}")
     sw = ev["switch_reliability"]
     lines.append(f"{'switch reliability':<28}{sw['overall']:.1%}  (single-turn {sw.get('single', 0):.1%}, multi-turn {sw.get('multiturn', 0):.1%})")
+    if rm:
+        lines.append("-" * 60)
+        lines.append(f"{'reward-model service':<28}{rm['name']} x{len(rm['instances'])} in {rm['registry']} ({rm['total_seconds']:.0f} s)")
+        lines.append(f"{'  held-out pairs via service':<28}{_pct(rm['service_pairwise_accuracy']):>10}  ({rm['service_unscored_pairs']} unscored)")
     if grpo:
         lines.append("-" * 60)
         lines.append(f"{'grpo':<28}{grpo['total_seconds']:.0f} s  ({grpo['steps']} steps)")

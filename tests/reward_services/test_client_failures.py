@@ -282,3 +282,21 @@ def test_graceful_drain_under_load_loses_nothing(fleet, registry):
         assert len(results) == 12 * 96 and all(r.ok for r in results)
         assert procs[0].proc.wait(timeout=30) == 0  # drained and exited cleanly
         assert wait_for(lambda: drained not in client.admitted())
+
+
+def test_grpo_run_scores_chat_through_a_service_found_in_its_registry(fleet, registry):
+    """A GRPO recipe's `reward_model_registry` gives its reward router a client that finds the RM service."""
+    from rewards.types import Sample
+    from rl.grpo_config import GRPOConfig
+    from rl.loop import build_reward_router
+
+    fleet(1)
+    router = build_reward_router(GRPOConfig(reward_model_registry=f"local:{registry.root}"))
+    try:
+        assert wait_for(lambda: router.rm_client.client("chat-rm").admitted() != [])
+        [result] = router.score_batch([Sample("mixrl/synthetic_chat", "Dear Tara,\n\nWell done!", "ref", prompt="Write a note.", group_id=0)])
+        assert result.reward is not None and "rm_score" in result.components
+        assert router.code_client is not None  # code answers run in the sandbox, not masked
+    finally:
+        router.close()
+        router.rm_client.close()

@@ -6,8 +6,10 @@ the run leaves what a user looks for: checkpoints, TensorBoard events, metrics, 
 """
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -30,6 +32,9 @@ def quickstart_run(tmp_path_factory):
         "eval.max_response_tokens=48",
         "eval.backend_check_prompts=6",
         "grpo.max_steps=2",
+        "reward_model.train_pairs=200",
+        "reward_model.heldout_pairs=40",
+        "reward_model.steps=30",
     ]
     proc = subprocess.run(
         [sys.executable, "-m", "rl.cli", "quickstart", "--recipe", "recipes/quickstart.yaml", *overrides],
@@ -54,6 +59,26 @@ def test_quickstart_prints_table_and_chains_stages(quickstart_run):
         assert all(0.0 <= v <= 1.0 for v in modes.values())
     assert 0.0 <= results["switch_reliability"]["overall"] <= 1.0
     assert results["responses"] == 3 * 6 * 2 + 4
+
+
+def test_reward_model_service_started_found_and_stopped(quickstart_run):
+    root, stdout = quickstart_run
+    rm = json.loads((root / "summary.json").read_text())["reward_model"]
+    assert "reward-model service" in stdout
+    assert rm["registry"] == f"local:{root / 'registry'}" and len(rm["instances"]) == 1
+    assert rm["service_unscored_pairs"] == 0  # every held-out pair was scored through the service
+    assert rm["service_pairwise_accuracy"] == pytest.approx(rm["validation_accuracy"], abs=1e-9)
+    assert rm["validation_accuracy"] >= 0.6  # the deploy gate
+    for ready in (root / "registry" / "logs").glob("*.ready.json"):
+        pid = json.loads(ready.read_text())["pid"]
+        for _ in range(100):  # drained and gone after the quickstart
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"reward-model instance {pid} still running")
 
 
 def test_sft_checkpoint_same_greedy_output_in_vllm_and_transformers(quickstart_run):
