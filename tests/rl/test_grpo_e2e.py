@@ -117,3 +117,31 @@ def test_resume_accepts_new_hyperparameters(ray_local, shared_rollout, tiny_grpo
     assert out["start_step"] == 1
     assert _metrics(run)[-1]["lr"] == pytest.approx(1e-5)
     assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["optim"]["lr_peak"] == 1e-5
+
+
+def test_chat_domain_scored_by_a_reward_model_service_found_in_the_registry(ray_local, shared_rollout, tiny_grpo_checkpoint, tmp_path):
+    """A GRPO step whose chat prompts are scored by a real gRPC reward-model service resolved by identifier."""
+    from reward_services import deploy
+    from reward_services.train import pairs_from_rows, train_and_save
+    from rl.loop import run_grpo
+    from rl.quickstart import stop_instances
+    from sft.data.chat_prompts import generate_chat
+    from sft.data.synthetic import write_parquet
+    from sft.tokenizer import train_tokenizer
+    from tests.rl.conftest import grpo_test_config
+
+    rows = generate_chat(40, "train", 0)
+    write_parquet(rows, tmp_path / "chat.parquet")
+    pairs = pairs_from_rows(rows)
+    rm_tok = train_tokenizer([f"{p.prompt}\n{p.chosen}\n{p.rejected}" for p in pairs], 400)
+    train_and_save(rm_tok, pairs, pairs[:8], tmp_path / "rm", steps=5)
+    registry = f"local:{tmp_path / 'registry'}"
+    instances = deploy.start_local(tmp_path / "rm", name="chat-rm", registry=registry, instances=1)
+    try:
+        cfg = grpo_test_config(tiny_grpo_checkpoint, tmp_path / "run", max_steps=1, reward_model_registry=registry,
+                               sources=[{"name": "chat", "path": str(tmp_path / "chat.parquet"), "proportion": 1.0}])
+        run_grpo(cfg, rollout=shared_rollout)
+    finally:
+        stop_instances(instances)
+    [step] = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert "reward/chat" in step and step["masked_samples"] < 4 * 4  # scored by the service, not all masked
