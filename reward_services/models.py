@@ -10,6 +10,7 @@ exactly the text layout it was trained on.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import re
@@ -63,7 +64,9 @@ def model_digest(model_dir: str | Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-class _Scorer:
+class _Scorer(abc.ABC):
+    """What the server batches: a model, its tokenizer and digest; subclasses say how an item becomes text."""
+
     kind = ""
 
     def __init__(self, model, tokenizer, model_dir: str | Path, max_length: int) -> None:
@@ -73,8 +76,9 @@ class _Scorer:
         self.max_length = max_length
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
+    @abc.abstractmethod
     def text(self, item: ScoreItem) -> str:
-        raise NotImplementedError
+        """The text the model reads for one item (classifier: chat rendering; judge: the judging prompt)."""
 
     def encode(self, item: ScoreItem) -> list[int] | ItemResult:
         """Token ids of the item, or an error result (empty response, over `max_length`)."""

@@ -19,6 +19,7 @@ Backends:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from reward_services.types import Instance
+
+log = logging.getLogger(__name__)
 
 WatchCallback = Callable[[list[Instance]], None]
 
@@ -77,6 +80,7 @@ class PollingWatch:
         self._stop = threading.Event()
         self._wake = wake or threading.Event()
         self._last: list[Instance] | None = None
+        self._down = False  # log the transitions, not every failed poll
         self._thread = threading.Thread(target=self._run, daemon=True, name="mixrl-registry-watch")
         self._thread.start()
 
@@ -84,8 +88,15 @@ class PollingWatch:
         while not self._stop.is_set():
             try:
                 current = self._resolve()
-            except Exception:  # noqa: BLE001 - registry down: keep the last known good list
+            except Exception as exc:  # noqa: BLE001 - registry down: keep the last known good list
+                if not self._down:
+                    log.warning("registry unreachable (%r); keeping the last known good list", exc)
+                self._down = True
                 current = None
+            else:
+                if self._down:
+                    log.info("registry reachable again")
+                self._down = False
             if current is not None and current != self._last:
                 self._last = current
                 self._callback(current)
@@ -189,8 +200,8 @@ class EtcdRegistry:
             try:
                 if int(lease.refresh()) > 0:  # an expired lease answers TTL <= 0 (or an error)
                     return
-            except Exception:  # noqa: BLE001 - expired or unreachable: registering tells them apart
-                pass
+            except Exception as exc:  # noqa: BLE001 - expired or unreachable: registering tells them apart
+                log.debug("lease refresh for %s failed (%r); registering again", instance.key, exc)
         self.register(instance, ttl_s)
 
     def deregister(self, instance: Instance) -> None:
@@ -210,15 +221,16 @@ class EtcdRegistry:
         poller = PollingWatch(lambda: self.resolve(model), callback, 2.0, wake=wake)
         try:
             events, cancel = self.client.watch_prefix(f"{self.prefix}{model}/")
-        except Exception:  # noqa: BLE001 - no watch stream: polling alone
+        except Exception as exc:  # noqa: BLE001 - no watch stream: polling alone
+            log.warning("etcd watch on %r unavailable (%r); polling every 2 s instead", model, exc)
             return poller.stop
 
         def pump() -> None:
             try:
                 for _ in events:
                     wake.set()
-            except Exception:  # noqa: BLE001 - stream broke; the poller carries on
-                pass
+            except Exception as exc:  # noqa: BLE001 - stream broke; the poller carries on
+                log.warning("etcd watch stream on %r broke (%r); polling every 2 s instead", model, exc)
 
         threading.Thread(target=pump, daemon=True, name="mixrl-etcd-watch").start()
 
@@ -226,8 +238,8 @@ class EtcdRegistry:
             poller.stop()
             try:
                 cancel()
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # noqa: BLE001 - the stream is already gone; nothing left to stop
+                log.debug("cancelling the etcd watch on %r: %r", model, exc)
 
         return stop
 
@@ -244,11 +256,18 @@ class Heartbeat:
         self._thread.start()
 
     def _run(self) -> None:
+        failing = False
         while not self._stop.wait(self.ttl_s / 3):
             try:
                 self.registry.refresh(self.instance, self.ttl_s)
-            except Exception:  # noqa: BLE001 - next beat retries
-                pass
+            except Exception as exc:  # noqa: BLE001 - next beat retries; the registration lapses after its TTL
+                if not failing:
+                    log.warning("heartbeat for %s failed (%r); retrying every %.1f s", self.instance.key, exc, self.ttl_s / 3)
+                failing = True
+            else:
+                if failing:
+                    log.info("heartbeat for %s recovered", self.instance.key)
+                failing = False
 
     def stop(self, deregister: bool = True) -> None:
         self._stop.set()
@@ -256,8 +275,8 @@ class Heartbeat:
         if deregister:
             try:
                 self.registry.deregister(self.instance)
-            except Exception:  # noqa: BLE001 - it expires by itself
-                pass
+            except Exception as exc:  # noqa: BLE001 - it expires by itself after its TTL
+                log.warning("deregistering %s failed (%r); it expires after %.1f s", self.instance.key, exc, self.ttl_s)
 
 
 def open_registry(spec: str) -> Registry:

@@ -22,12 +22,11 @@ constrained_response (needs yes/no questions), length_constraints:nth_paragraph_
 Conflicting constraints are never combined: lm-eval's INSTRUCTION_CONFLICTS (made symmetric), plus
 `EXTRA_CONFLICTS` where lm-eval's checkers would make a pair unsatisfiable or unreliable for our writer.
 
-`follows_instruction` mirrors lm-eval's check_following, with two approximations (no nltk here):
-number_sentences counts sentence-ending punctuation where lm-eval runs the punkt tokenizer, and
-capital_word_frequency bounds nltk's word count from the safe side (see the functions). english_capital /
-english_lowercase also run langdetect as lm-eval does (a private factory with seed 0, so the result is the same
-in every run): all-capital English is often misread as German by langdetect, and a reference that lm-eval's
-own checker would fail is redrawn. This is the one third-party package the generators need.
+`follows_instruction` is the project's own IFEval reward (`rewards.ifeval.check_instruction`, strict, which
+mirrors lm-eval's check_following offline, langdetect included: all-capital English is often misread as German,
+and such a draw is redrawn), plus safety margins where offline counting only approximates lm-eval's nltk:
+number_sentences keeps one sentence of margin, capital_word_frequency bounds nltk's word count from the safe
+side. One checker serves the data and the reward, so the two cannot drift apart.
 
 Run: `python -c "from sft.data.ifeval_prompts import generate_ifeval; print(generate_ifeval(3, 'train', 0))"`.
 
@@ -38,12 +37,12 @@ Run: `python -c "from sft.data.ifeval_prompts import generate_ifeval; print(gene
 
 from __future__ import annotations
 
-import functools
 import json
 import random
 import re
 from typing import Any, Callable
 
+from rewards.ifeval import check_instruction, count_sentences, count_words
 from sft.data.rows import Sample, generate_rows
 
 LEVELS = (1, 2, 3)
@@ -253,28 +252,7 @@ def plan_line(instruction_id: str, kw: dict[str, Any]) -> str:
     return d[instruction_id]()
 
 
-# ---- checkers (lm-eval's check_following, re-implemented without nltk/langdetect) ---------------------
-
-
-def count_words(text: str) -> int:
-    """lm-eval's count_words: `\\w+` tokens (nltk RegexpTokenizer(r"\\w+")).
-
-    >>> count_words("P.S. it's fine")
-    5
-    """
-    return len(re.findall(r"\w+", text))
-
-
-def count_sentences(text: str) -> int:
-    """Runs of sentence-ending punctuation followed by a space, a quote or the end.
-
-    Approximates lm-eval's punkt count; our writer never produces abbreviations, decimals or ellipses,
-    where the two differ (and "P.S." is kept away from sentence counts by EXTRA_CONFLICTS).
-
-    >>> count_sentences("One. Two? Three")
-    2
-    """
-    return len(re.findall(r"[.!?]+(?=[\s\"]|$)", text))
+# ---- checker: the project's IFEval reward, plus safety margins ------------------------------------------
 
 
 def capital_words_at_least(text: str) -> int:
@@ -290,139 +268,29 @@ def capital_words_at_most(text: str) -> int:
     return sum(1 for run in re.findall(r"[A-Za-z]+", text) if run.isupper())
 
 
-@functools.lru_cache(maxsize=1)
-def _language_detectors() -> Any:
-    """A private langdetect factory with seed 0: deterministic, and the global one is left alone."""
-    try:
-        from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("english_capital / english_lowercase references are checked with langdetect, as "
-                          "lm-eval's checker does: pip install langdetect") from e
-    factory = DetectorFactory()
-    factory.load_profile(PROFILES_DIRECTORY)
-    factory.set_seed(0)
-    return factory
-
-
-def is_english(text: str) -> bool:
-    """langdetect says "en" (seeded, so the same answer every run). Undetectable text counts as not English:
-    lm-eval would count it as followed, but a reference must pass any reasonable checker.
-
-    >>> is_english("This is clearly an English sentence about the weather today.")
-    True
-    """
-    from langdetect.lang_detect_exception import LangDetectException
-
-    detector = _language_detectors().create()
-    detector.append(text)
-    try:
-        return detector.detect() == "en"
-    except LangDetectException:
-        return False
-
-
-def _compare(count: int, relation: str, threshold: int) -> bool:
-    if relation == "less than":
-        return count < threshold
-    if relation == "at least":
-        return count >= threshold
-    raise ValueError(f"relation must be 'less than' or 'at least', got {relation!r}")
-
-
 def follows_instruction(instruction_id: str, kw: dict[str, Any], response: str) -> bool:
-    """Whether `response` satisfies one instruction (lm-eval's check_following logic).
+    """Whether `response` satisfies one instruction: the project's own IFEval reward (`rewards.ifeval`, strict)
+    must say so, and where our offline counters only approximate lm-eval's nltk ones (sentences, all-capital
+    words) a reference must also clear a safety margin, so it passes lm-eval's checker too.
 
     >>> follows_instruction("punctuation:no_comma", {}, "no commas here")
     True
     >>> follows_instruction("length_constraints:number_words", {"relation": "less than", "num_words": 3}, "a b c")
     False
     """
-    value = response
-    if instruction_id == NO_COMMA:
-        return "," not in value
-    if instruction_id == LOWERCASE:
-        return value.islower() and is_english(value)
-    if instruction_id == CAPITAL:
-        return value.isupper() and is_english(value)
+    if instruction_id not in SUPPORTED:
+        raise ValueError(f"unsupported instruction id {instruction_id!r}")
+    if not check_instruction(response, instruction_id, kw):
+        return False
     if instruction_id == CAPITAL_WORDS:
         if kw["capital_relation"] == "less than":
-            return capital_words_at_most(value) < kw["capital_frequency"]
-        return capital_words_at_least(value) >= kw["capital_frequency"]
-    if instruction_id == NUM_WORDS:
-        return _compare(count_words(value), kw["relation"], kw["num_words"])
+            return capital_words_at_most(response) < kw["capital_frequency"]
+        return capital_words_at_least(response) >= kw["capital_frequency"]
     if instruction_id == NUM_SENTENCES:
-        n = count_sentences(value)
+        n = count_sentences(response)
         # one sentence of margin either way, for punkt's judgement calls
         return n + 1 < kw["num_sentences"] if kw["relation"] == "less than" else n - 1 >= kw["num_sentences"]
-    if instruction_id == NUM_PARAGRAPHS:
-        paragraphs = re.split(r"\s?\*\*\*\s?", value)
-        count = len(paragraphs)
-        for i, p in enumerate(paragraphs):
-            if not p.strip():
-                if i in (0, len(paragraphs) - 1):
-                    count -= 1
-                else:
-                    return False
-        return count == kw["num_paragraphs"]
-    if instruction_id == BULLETS:
-        stars = re.findall(r"^\s*\*[^\*].*$", value, flags=re.MULTILINE)
-        dashes = re.findall(r"^\s*-.*$", value, flags=re.MULTILINE)
-        return len(stars) + len(dashes) == kw["num_bullets"]
-    if instruction_id == TITLE:
-        return any(t.lstrip("<").rstrip(">").strip() for t in re.findall(r"<<[^\n]+>>", value))
-    if instruction_id == JSON_FORMAT:
-        body = value.strip().removeprefix("```json").removeprefix("```Json").removeprefix("```JSON")
-        body = body.removeprefix("```").removesuffix("```").strip()
-        try:
-            json.loads(body)
-        except ValueError:
-            return False
-        return True
-    if instruction_id == SECTIONS:
-        sections = re.split(r"\s?" + kw["section_spliter"] + r"\s?\d+\s?", value)
-        return len(sections) - 1 >= kw["num_sections"]
-    if instruction_id == HIGHLIGHTS:
-        n = sum(1 for h in re.findall(r"\*[^\n\*]*\*", value) if h.strip("*").strip())
-        n += sum(1 for h in re.findall(r"\*\*[^\n\*]*\*\*", value) if h.removeprefix("**").removesuffix("**").strip())
-        return n >= kw["num_highlights"]
-    if instruction_id == POSTSCRIPT:
-        marker = kw["postscript_marker"]
-        if marker == "P.P.S":
-            pattern = r"\s*p\.\s?p\.\s?s.*$"
-        elif marker == "P.S.":
-            pattern = r"\s*p\.\s?s\..*$"
-        else:
-            pattern = r"\s*" + marker.lower() + r".*$"
-        return bool(re.findall(pattern, value.lower(), flags=re.MULTILINE))
-    if instruction_id == PLACEHOLDERS:
-        return len(re.findall(r"\[.*?\]", value)) >= kw["num_placeholders"]
-    if instruction_id == EXISTENCE:
-        return all(re.search(k, value, flags=re.IGNORECASE) for k in kw["keywords"])
-    if instruction_id == FORBIDDEN:
-        return not any(re.search(r"\b" + w + r"\b", value, flags=re.IGNORECASE) for w in kw["forbidden_words"])
-    if instruction_id == FREQUENCY:
-        n = len(re.findall(kw["keyword"], value, flags=re.IGNORECASE))
-        return _compare(n, kw["relation"], kw["frequency"])
-    if instruction_id == LETTER:
-        return _compare(value.lower().count(kw["letter"]), kw["let_relation"], kw["let_frequency"])
-    if instruction_id == END:
-        return value.strip().strip('"').lower().endswith(kw["end_phrase"].strip().lower())
-    if instruction_id == QUOTATION:
-        v = value.strip()
-        return len(v) > 1 and v[0] == '"' and v[-1] == '"'
-    if instruction_id == REPEAT:
-        return value.strip().lower().startswith(kw["prompt_to_repeat"].strip().lower())
-    if instruction_id == TWO_RESPONSES:
-        valid = []
-        parts = value.split("******")
-        for i, part in enumerate(parts):
-            if not part.strip():
-                if i not in (0, len(parts) - 1):
-                    return False
-            else:
-                valid.append(part)
-        return len(valid) == 2 and valid[0].strip() != valid[1].strip()
-    raise ValueError(f"unsupported instruction id {instruction_id!r}")
+    return True
 
 
 # ---- sampling constraints -----------------------------------------------------------------------------

@@ -98,3 +98,13 @@ def spawn(rm_dir, tmp_path):
     yield start
     for p in procs:
         p.stop()
+
+
+def wait_for(cond, timeout_s=10.0, step_s=0.05):
+    """Poll `cond` until it is true or `timeout_s` passes; returns its last value (tests assert on it)."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(step_s)
+    return cond()

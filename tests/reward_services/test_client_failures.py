@@ -18,20 +18,11 @@ from reward_services.proto import reward_service_pb2_grpc as pbg
 from reward_services.registry import LocalRegistry
 from reward_services.types import ScoreItem
 
-from .conftest import ServerProc
+from .conftest import ServerProc, wait_for
 
 
 def items(n, prefix="i", response="A clear, kind and complete answer to the question."):
     return [ScoreItem(f"{prefix}{k}", prompt=f"Question {k}?", response=response) for k in range(n)]
-
-
-def wait_for(cond, timeout_s=10.0, step_s=0.05):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(step_s)
-    return cond()
 
 
 @pytest.fixture

@@ -13,20 +13,13 @@ import pytest
 from reward_services.registry import EtcdRegistry, Heartbeat, LocalRegistry, RegistryError, open_registry
 from reward_services.types import Instance
 
+from .conftest import wait_for
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(cond, timeout_s=10.0, step_s=0.05):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(step_s)
-    return cond()
 
 
 A = Instance("chat-rm", "127.0.0.1:5001", "sha256:a", "a")
