@@ -43,6 +43,7 @@ class RolloutConfig:
     kv_cache_gib: float = 1.0
     weight_transfer_backend: Literal["gloo", "nccl"] = "gloo"  # gloo on CPU, vLLM's NCCL on GPUs
     weight_bucket_mib: int = 64  # gloo: one broadcast per bucket
+    cpu_bind: str = ""  # vLLM-CPU: cores of the engine's OpenMP threads ("0", "0-1"); "" = vLLM's default
 
 
 @dataclass

@@ -103,7 +103,8 @@ class RolloutActor:
 
     def __init__(self, model_path: str, rollout_cfg, seed: int):
         self.engine = RolloutEngine(model_path, dtype=rollout_cfg.dtype, max_model_len=rollout_cfg.max_model_len, seed=seed,
-                                    kv_cache_gib=rollout_cfg.kv_cache_gib, weight_transfer_backend=rollout_cfg.weight_transfer_backend)
+                                    kv_cache_gib=rollout_cfg.kv_cache_gib, weight_transfer_backend=rollout_cfg.weight_transfer_backend,
+                                    cpu_bind=rollout_cfg.cpu_bind)
 
     async def start(self) -> None:
         await self.engine.start()

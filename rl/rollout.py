@@ -47,24 +47,29 @@ class SamplingSettings:
     top_k: int = -1
     thinking_token_budget: int = 0  # 0 = no explicit budget
     seed: int = 0
+    ignore_eos: bool = False  # generate exactly max_response_tokens (benchmarks with controlled lengths)
 
 
 class RolloutEngine:
     """An `AsyncLLM` with weight-transfer enabled; all methods are coroutines on the caller's event loop."""
 
     def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = 512, seed: int = 0,
-                 kv_cache_gib: float = 1.0, weight_transfer_backend: str = "gloo"):
+                 kv_cache_gib: float = 1.0, weight_transfer_backend: str = "gloo", cpu_bind: str = ""):
         self.model_path = model_path
         self.dtype = dtype
         self.max_model_len = max_model_len
         self.seed = seed
         self.kv_cache_gib = kv_cache_gib
         self.weight_transfer_backend = weight_transfer_backend
+        self.cpu_bind = cpu_bind
         self.engine = None
         self.weight_version = 0
 
     async def start(self) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(self.kv_cache_gib))))
+        if self.cpu_bind:  # vLLM-CPU's OpenMP threads on exactly these cores (the placement split of a recipe)
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = self.cpu_bind
+            os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
         import rl.weight_sync  # noqa: F401  registers the gloo backend in this process too
         from vllm import AsyncEngineArgs
         from vllm.config import ReasoningConfig, WeightTransferConfig
@@ -105,6 +110,7 @@ class RolloutEngine:
                 logprobs=0,  # the sampled token's own logprob
                 skip_special_tokens=True,
                 thinking_token_budget=settings.thinking_token_budget or None,
+                ignore_eos=settings.ignore_eos,
                 # one output holding all n completions (streamed outputs of an n>1 request carry only the
                 # completions that advanced in that engine step)
                 output_kind=RequestOutputKind.FINAL_ONLY,
