@@ -62,7 +62,7 @@ def raw_broadcast_seconds(nbytes: int, repeats: int) -> float:
     """Median seconds of one gloo broadcast of `nbytes` (one flat buffer) to another process."""
     import torch
 
-    from rl.loop import free_port
+    from rl.actors import free_port
     from rl.weight_sync import open_group
 
     port = free_port()
@@ -82,7 +82,7 @@ def raw_broadcast_seconds(nbytes: int, repeats: int) -> float:
 async def sync_seconds(model_path: str, repeats: int) -> tuple[float, int]:
     import torch
 
-    from rl.loop import free_port
+    from rl.actors import free_port
     from rl.rollout import RolloutEngine
     from rl.weight_sync import GlooWeightSender
     from sft.model import load_checkpoint

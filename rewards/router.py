@@ -138,8 +138,14 @@ class RewardRouter:
         for sample, domain, base in zip(samples, domains, bases):
             results.append(self._rule_reward(sample, domain, self.config.domains[domain], base))
         if length_terms:
-            self._add_length_terms(samples, domains, bases, results, global_step)
+            self._add_length_terms(samples, domains, [b.correct for b in bases], results, global_step)
         return results
+
+    def add_length_terms(self, samples: Sequence[Sample], results: list[RewardResult], global_step: int = 0) -> None:
+        """Add the group length terms to results scored with ``length_terms=False`` once a whole group is in (the
+        rollout side scores each sample as it finishes; the group-overlong term needs the group). In place."""
+        domains = [r.domain or self.config.resolve(s.data_source, s.ability) for s, r in zip(samples, results)]
+        self._add_length_terms(samples, domains, [r.details.get("correct") for r in results], results, global_step)
 
     # ------------------------------------------------------------------ step 2: base rewards, concurrently
 
@@ -258,7 +264,7 @@ class RewardRouter:
         components["format"] = fmt.coefficient
         components["repetition"] = rep.coefficient
         details = dict(base.details)
-        details.update(format_fired=list(fmt.fired), repetition_detected=list(rep.detected), thinking=thinking)
+        details.update(format_fired=list(fmt.fired), repetition_detected=list(rep.detected), thinking=thinking, correct=base.correct)
         if base.value is None:
             return RewardResult(None, components, details, base.error or "no reward", domain)
         rule = base.value * fmt.coefficient * rep.coefficient if cfg.apply_coefficients else base.value
@@ -271,7 +277,7 @@ class RewardRouter:
         self,
         samples: Sequence[Sample],
         domains: Sequence[str],
-        bases: Sequence[_Base],
+        correct: Sequence[bool | None],
         results: list[RewardResult],
         global_step: int,
     ) -> None:
@@ -284,7 +290,7 @@ class RewardRouter:
             lengths = [_length(samples[i]) for i in idx]
             if lcfg.group_overlong:
                 alphas = [length_alpha(global_step, n, lcfg) for n in lengths]
-                terms = group_overlong_rewards(lengths, [bases[i].correct for i in idx], alphas, lcfg.min_span_tokens)
+                terms = group_overlong_rewards(lengths, [correct[i] for i in idx], alphas, lcfg.min_span_tokens)
                 for i, term in zip(idx, terms):
                     if results[i].reward is not None and term is not None:
                         results[i].components["length"] = term

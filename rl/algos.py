@@ -157,16 +157,33 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
+def truncated_importance_weights(proximal_logp: torch.Tensor, behaviour_logp: torch.Tensor, cap: float = 2.0) -> torch.Tensor:
+    """Off-policy correction for stale samples: per-token w = min(π_prox / π_behav, cap), no gradient.
+
+    With one-step asynchrony a sample of step t was drawn by the weights of step t−1 (π_behav, vLLM's sampling
+    logprobs) while the PPO ratio is taken against the trainer's current weights (π_prox, recomputed): the clip
+    keeps the update near π_prox, and w re-weights each token from the behaviour policy to π_prox (decoupled
+    PPO; verl's truncated importance sampling, `tis_imp_ratio_cap`). Truncation at `cap` bounds the variance.
+
+    >>> truncated_importance_weights(torch.tensor([0.0, 0.0]), torch.tensor([0.0, -2.0]), cap=2.0)
+    tensor([1., 2.])
+    """
+    return (proximal_logp - behaviour_logp).clamp(-20.0, 20.0).exp().clamp(max=cap).detach()
+
+
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None, advantages: torch.Tensor,
               mask: torch.Tensor, *, clip_low: float = 0.2, clip_high: float = 0.2, clip_ratio_c: float | None = 3.0,
               kl_coef: float = 0.0, kl_estimator: str = "k3", agg_mode: str = "token-mean",
-              horizon: int | None = None, entropy: torch.Tensor | None = None, entropy_coef: float = 0.0
-              ) -> tuple[torch.Tensor, dict[str, float]]:
+              horizon: int | None = None, entropy: torch.Tensor | None = None, entropy_coef: float = 0.0,
+              is_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The GRPO objective: PPO-clip surrogate + kl_coef · KL(π‖π_ref) − entropy_coef · H, each aggregated with
-    `agg_mode`. `advantages` is [B] or [B, L]. Returns (loss, metrics)."""
+    `agg_mode`. `advantages` is [B] or [B, L]; `is_weights` [B, L] (`truncated_importance_weights`) scale the
+    surrogate per token for samples drawn by an older policy. Returns (loss, metrics)."""
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(-1).expand_as(logp)  # [B, L]
     pg_mat, ind = ppo_clip_token_loss(logp, old_logp, advantages, clip_low=clip_low, clip_high=clip_high, clip_ratio_c=clip_ratio_c)
+    if is_weights is not None:
+        pg_mat = pg_mat * is_weights
     pg_loss = agg_loss(pg_mat, mask, agg_mode, horizon=horizon)
     loss = pg_loss
     metrics = {"pg_loss": float(pg_loss.detach()), "clip_fraction": float(masked_mean(ind["clipped"], mask)),

@@ -1,14 +1,14 @@
-"""The synchronous GRPO loop: data -> rollout -> rewards -> advantages -> update -> weight sync.
+"""The pieces of a GRPO step: data -> rollout -> rewards -> advantages -> update -> weight sync.
 
 Run:
     mixrl train recipes/grpo_math_tiny.yaml [section.key=value ...]
     mixrl train recipes/grpo_math_tiny.yaml resume=runs/grpo_math_tiny trainer.optim.lr_peak=1e-5   # continue
     mixrl plot runs/grpo_math_tiny
 
-The rollout engine (vLLM, `rl/rollout.py`) and the trainer (`rl/trainer.py`) are Ray actors: a local Ray by
-default, `ray.address` for a cluster. Weights go trainer -> engine through vLLM's weight-transfer API after
-every update (`rl/weight_sync.py`: gloo here, NCCL on GPUs); `max_staleness: 0` means every batch is generated
-by the weights of the previous update (the one-step-async pipeline is the next stage).
+The rollout engines (vLLM, `rl/rollout.py`) and the trainer (`rl/trainer.py`) are Ray actors (`rl/actors.py`):
+a local Ray by default, `ray.address` for a cluster. Weights go trainer -> engines through vLLM's
+weight-transfer API after every update (`rl/weight_sync.py`: gloo here, NCCL on GPUs). The pipeline that
+overlaps the two sides one step apart is `rl/pipeline.py`; this module holds the step's pure parts.
 
 Data position is the step: step s draws its prompts with `Random(seed, s)` and samples with seeds derived from
 (seed, s), so a resumed run continues exactly where an uninterrupted one would be. A run directory holds the
@@ -18,12 +18,10 @@ Hugging Face format + optimizer, step and RNG) and `summary.json`.
 
 from __future__ import annotations
 
-import json
 import math
 import random
+import re
 import shutil
-import socket
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -31,25 +29,34 @@ import torch
 
 from rl import algos
 from rl.grpo_config import GRPOConfig, GRPOSource
-from rl.rollout import RolloutEngine, RolloutSample, SamplingSettings
+from rl.rollout import RolloutSample, SamplingSettings
 
 
 # ---- data ---------------------------------------------------------------------------------------------------
 
 
+def filter_rows(rows: list[dict], difficulties: list[int], prompt_pattern: str) -> list[dict]:
+    """Rows whose `extra_info.difficulty` is listed (if any are) and whose last prompt message matches the regex."""
+    if difficulties:
+        rows = [r for r in rows if (r.get("extra_info") or {}).get("difficulty") in difficulties]
+    if prompt_pattern:
+        pattern = re.compile(prompt_pattern)
+        rows = [r for r in rows if pattern.search(r["prompt"][-1]["content"])]
+    return rows
+
+
 def load_sources(sources: list[GRPOSource]) -> dict[str, list[dict]]:
-    """Rows per source, filtered by difficulty and capped at `max_rows`."""
+    """Rows per source, filtered by difficulty and prompt pattern and capped at `max_rows`."""
     from sft.data.loader import DataError, load_rows
 
     out = {}
     for src in sources:
-        rows = load_rows(src.path)
-        if src.difficulties:
-            rows = [r for r in rows if (r.get("extra_info") or {}).get("difficulty") in src.difficulties]
+        rows = filter_rows(load_rows(src.path), src.difficulties, src.prompt_pattern)
         if src.max_rows:
             rows = rows[: src.max_rows]
         if not rows:
-            raise DataError(f"{src.path}: no rows left for source '{src.name}' (difficulties={src.difficulties})")
+            raise DataError(f"{src.path}: no rows left for source '{src.name}' "
+                            f"(difficulties={src.difficulties}, prompt_pattern={src.prompt_pattern!r})")
         out[src.name] = rows
     return out
 
@@ -95,147 +102,7 @@ def render_prompt(tokenizer, row: dict, think: bool) -> list[int]:
                                          enable_thinking=think)
 
 
-# ---- actors -------------------------------------------------------------------------------------------------
-
-
-class RolloutActor:
-    """Ray actor around `RolloutEngine` (async: Ray runs its coroutines on the actor's event loop)."""
-
-    def __init__(self, model_path: str, rollout_cfg, seed: int):
-        self.engine = RolloutEngine(model_path, dtype=rollout_cfg.dtype, max_model_len=rollout_cfg.max_model_len, seed=seed,
-                                    kv_cache_gib=rollout_cfg.kv_cache_gib, weight_transfer_backend=rollout_cfg.weight_transfer_backend,
-                                    cpu_bind=rollout_cfg.cpu_bind)
-
-    async def start(self) -> None:
-        await self.engine.start()
-
-    async def generate(self, prompt_ids: list[list[int]], settings: SamplingSettings) -> list[list[RolloutSample]]:
-        return await self.engine.generate(prompt_ids, settings)
-
-    async def init_weight_transfer(self, init_info: dict) -> None:
-        await self.engine.init_weight_transfer(init_info)
-
-    async def update_weights(self, update_info: dict, version: int) -> int:
-        return await self.engine.update_weights(update_info, version)
-
-    async def weight_version(self) -> int:
-        return self.engine.weight_version
-
-    async def shutdown(self) -> None:
-        self.engine.shutdown()
-
-
-class TrainerActor:
-    """Ray actor around `PolicyTrainer` and the trainer side of the weight transfer."""
-
-    def __init__(self, model_path: str, trainer_cfg, algo_cfg, total_steps: int, seed: int):
-        from rl.trainer import PolicyTrainer
-
-        self.trainer = PolicyTrainer(model_path, trainer_cfg, algo_cfg, total_steps=total_steps, seed=seed)
-        self.sender = None
-
-    def connect(self, host: str, port: int, bucket_mib: int, wire_dtype: str) -> None:
-        from rl.weight_sync import GlooWeightSender
-
-        self.sender = GlooWeightSender(host, port, bucket_bytes=bucket_mib << 20, wire_dtype=wire_dtype)
-        self.sender.connect()
-
-    def update_info(self) -> dict:
-        return self.sender.update_info(self.trainer.policy)
-
-    def send_weights(self) -> int:
-        return self.sender.send(self.trainer.policy)
-
-    def train_step(self, batch) -> dict:
-        return self.trainer.train_step(batch)
-
-    def save(self, path: str, extra: dict) -> str:
-        return str(self.trainer.save(path, extra))
-
-    def load(self, path: str) -> dict:
-        return self.trainer.load(path)
-
-    def set_optim(self, optim) -> None:
-        self.trainer.set_optim(optim)
-
-    def step(self) -> int:
-        return self.trainer.step
-
-    def parameter_checksum(self) -> float:
-        return self.trainer.parameter_checksum()
-
-    def logprobs(self, batch) -> torch.Tensor:
-        """The policy's logprob of every next token of a `TrainBatch` [B, T-1] (for checks against the engine)."""
-        from rl.trainer import sequence_logprobs
-
-        with torch.no_grad():
-            return sequence_logprobs(self.trainer.policy, batch.input_ids, batch.attention_mask, micro_batch=64)[0]
-
-    def greedy_hf(self, prompt_ids: list[list[int]], max_tokens: int) -> list[str]:
-        from sft.generate import generate_hf
-
-        return generate_hf(self.trainer.policy, self.trainer.tokenizer, prompt_ids, max_tokens=max_tokens)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ensure_ray(cfg: GRPOConfig) -> None:
-    import ray
-
-    if not ray.is_initialized():
-        kwargs = {"num_cpus": cfg.ray.num_cpus} if cfg.ray.num_cpus and not cfg.ray.address else {}
-        ray.init(address=cfg.ray.address or None, include_dashboard=False, log_to_driver=True, **kwargs)
-
-
-def start_rollout(cfg: GRPOConfig, model_path: str):
-    """A started rollout actor (num_cpus=0: vLLM manages its own threads; Ray must not hold cores for it)."""
-    import ray
-
-    actor = ray.remote(num_cpus=0)(RolloutActor).remote(model_path, cfg.rollout, cfg.seed)
-    ray.get(actor.start.remote())
-    return actor
-
-
-def sync_weights(trainer, rollout, version: int) -> tuple[int, float, int]:
-    """Send the trainer's weights to the engine; returns (engine version, seconds, bytes)."""
-    import ray
-
-    t0 = time.perf_counter()
-    info = ray.get(trainer.update_info.remote())
-    sent, engine_version = ray.get([trainer.send_weights.remote(), rollout.update_weights.remote(info, version)])
-    return engine_version, time.perf_counter() - t0, sent
-
-
-def connect_weight_transfer(cfg: GRPOConfig, trainer, rollout) -> None:
-    import ray
-
-    if cfg.rollout.weight_transfer_backend != "gloo":
-        raise NotImplementedError("the nccl backend needs GPUs: its trainer side is vLLM's NCCLTrainerWeightTransferEngine")
-    host = ray.util.get_node_ip_address() if cfg.ray.address else "127.0.0.1"
-    port = free_port()
-    ray.get([trainer.connect.remote(host, port, cfg.rollout.weight_bucket_mib, cfg.rollout.dtype),
-             rollout.init_weight_transfer.remote({"master_address": host, "master_port": port, "world_size": 2})])
-
-
 # ---- one step -----------------------------------------------------------------------------------------------
-
-
-def score_groups(router, items: list[dict], groups: list[list[RolloutSample]], step: int) -> list:
-    """Reward results in sample order (group by group)."""
-    from rewards import Sample
-
-    samples = []
-    for gi, (item, group) in enumerate(zip(items, groups)):
-        row = item["row"]
-        for s in group:
-            samples.append(Sample(data_source=row["data_source"], response=s.text, ground_truth=row["reward_model"]["ground_truth"],
-                                  ability=row.get("ability"), prompt=row["prompt"][-1]["content"], group_id=str(gi),
-                                  response_tokens=len(s.response_ids), thinking=item["think"], extra_info=row.get("extra_info")))
-    return router.score_batch(samples, global_step=step)
 
 
 def compute_advantages(cfg: GRPOConfig, results: list, group_ids: list[int], sources: list[str]) -> tuple[torch.Tensor, list[bool]]:
@@ -285,10 +152,7 @@ def evaluate(cfg: GRPOConfig, rollout, tokenizer) -> dict[str, float] | None:
 
     if not cfg.eval.prompts:
         return None
-    rows = load_rows(cfg.eval.path)
-    if cfg.eval.difficulties:
-        rows = [r for r in rows if (r.get("extra_info") or {}).get("difficulty") in cfg.eval.difficulties]
-    rows = rows[: cfg.eval.prompts]
+    rows = filter_rows(load_rows(cfg.eval.path), cfg.eval.difficulties, cfg.eval.prompt_pattern)[: cfg.eval.prompts]
     think = cfg.eval.mode == "think"
     settings = SamplingSettings(samples_per_prompt=1, max_response_tokens=cfg.eval.max_response_tokens, temperature=0.0)
     groups = ray.get(rollout.generate.remote([render_prompt(tokenizer, r, think) for r in rows], settings))
@@ -322,95 +186,24 @@ def build_reward_router(cfg: GRPOConfig):
 
 
 def run_grpo(cfg: GRPOConfig, *, rollout=None) -> dict:
-    """Train; returns the summary. `rollout`: an already started rollout actor to reuse (tests share one engine;
-    its weights are overwritten by a sync before the first step)."""
-    import ray
-    from transformers import AutoTokenizer
+    """Train (`rl.pipeline.run_grpo`: the one-step asynchronous pipeline; `max_staleness: 0` is synchronous)."""
+    from rl.pipeline import run_grpo as run
 
-    from rl.config import write_resolved_config
-    from rl.trainer import build_batch
-    from sft.metrics import MetricsLogger
-
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_resolved_config(cfg, run_dir)
-    ensure_ray(cfg)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
-    rows = load_sources(cfg.sources)
-    router = build_reward_router(cfg)
-    trainer = ray.remote(num_cpus=0)(TrainerActor).remote(cfg.model_path, cfg.trainer, cfg.algo, cfg.max_steps, cfg.seed)
-
-    start_step = 0
-    if cfg.resume:
-        ckpt = latest_checkpoint(cfg.resume)
-        if ckpt is None:
-            raise FileNotFoundError(f"resume={cfg.resume}: no complete checkpoint under {cfg.resume}/checkpoints")
-        start_step = ray.get(trainer.load.remote(str(ckpt)))["step"]
-        ray.get(trainer.set_optim.remote(cfg.trainer.optim))  # hyperparameters of this invocation win
-        print(f"[grpo] resuming from {ckpt} at step {start_step}", flush=True)
-    own_rollout = rollout is None
-    rollout = rollout or start_rollout(cfg, cfg.model_path)
-    connect_weight_transfer(cfg, trainer, rollout)
-    version, _, _ = sync_weights(trainer, rollout, start_step)  # the engine now holds exactly the trainer's weights
-
-    stop = min(cfg.max_steps, start_step + cfg.stop_after_steps) if cfg.stop_after_steps else cfg.max_steps
-    summary: dict = {"run_dir": str(run_dir), "start_step": start_step}
-    before = evaluate(cfg, rollout, tokenizer) if start_step == 0 else None
-    if before:
-        summary["heldout_accuracy_before"] = before["heldout_accuracy"]
-        print(f"[grpo] held-out accuracy before: {before['heldout_accuracy']:.3f}", flush=True)
-    with MetricsLogger(run_dir, stage="grpo", total_steps=cfg.max_steps, print_every=cfg.log_every_steps) as log:
-        step = start_step
-        for step in range(start_step, stop):
-            t0 = time.perf_counter()
-            items = step_prompts(cfg, rows, step)
-            prompt_ids = [render_prompt(tokenizer, it["row"], it["think"]) for it in items]
-            groups = ray.get(rollout.generate.remote(prompt_ids, step_sampling(cfg, step)))
-            t_gen = time.perf_counter() - t0
-            results = score_groups(router, items, groups, step)
-            t_rew = time.perf_counter() - t0 - t_gen
-            group_ids = [gi for gi, g in enumerate(groups) for _ in g]
-            sources = [items[gi]["source"] for gi in group_ids]
-            adv, scored = compute_advantages(cfg, results, group_ids, sources)
-            flat = [s for g in groups for s in g]
-            batch = build_batch([(s.prompt_ids, s.response_ids, s.response_logprobs) for s in flat], adv.tolist(), scored, tokenizer.pad_token_id)
-            train = ray.get(trainer.train_step.remote(batch))
-            version, t_sync, sent = sync_weights(trainer, rollout, step + 1)
-            gen_tokens = sum(len(s.response_ids) for s in flat)
-            metrics = {**reward_metrics(items, groups, results), **{k: v for k, v in train.items() if k != "trained_tokens"},
-                       "time_generate_s": t_gen, "time_reward_s": t_rew, "time_sync_s": t_sync, "sync_bytes": float(sent),
-                       "time_step_s": time.perf_counter() - t0, "generate_tokens_per_s": gen_tokens / max(t_gen, 1e-9),
-                       "weight_version": float(version)}
-            done = step + 1
-            if cfg.eval.prompts and cfg.eval.every_steps and done % cfg.eval.every_steps == 0 and done != cfg.max_steps:
-                metrics.update(evaluate(cfg, rollout, tokenizer) or {})
-            log.log(done, metrics, tokens=gen_tokens)
-            if done == stop or (cfg.checkpoint_every_steps and done % cfg.checkpoint_every_steps == 0):
-                save_checkpoint(cfg, trainer, done)
-        log.plot(["reward", "accuracy", "kl", "entropy", "response_tokens_mean", "grad_norm"])
-    after = evaluate(cfg, rollout, tokenizer) if stop == cfg.max_steps else None
-    if after:
-        summary["heldout_accuracy_after"] = after["heldout_accuracy"]
-        print(f"[grpo] held-out accuracy after: {after['heldout_accuracy']:.3f}", flush=True)
-    summary.update({"steps": stop, "weight_version": version, "checkpoint": str(latest_checkpoint(run_dir)),
-                    "parameter_checksum": ray.get(trainer.parameter_checksum.remote())})
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    ray.kill(trainer)
-    if own_rollout:
-        ray.get(rollout.shutdown.remote())
-        ray.kill(rollout)
-    return summary
+    return run(cfg, rollout=rollout)
 
 
-def save_checkpoint(cfg: GRPOConfig, trainer, step: int) -> Path:
+def save_checkpoint(cfg: GRPOConfig, trainer, step: int, extra_files: dict[str, bytes] | None = None) -> Path:
     """checkpoints/step_N (written to a temporary name, then renamed: a killed run never leaves half a
-    checkpoint that resume would pick); keeps the newest `keep_checkpoints`."""
+    checkpoint that resume would pick); keeps the newest `keep_checkpoints`. `extra_files`: the loop's own state
+    (the batches generated ahead)."""
     import ray
 
     root = Path(cfg.run_dir, "checkpoints")
     tmp, final = root / f".tmp_step_{step}", root / f"step_{step}"
     shutil.rmtree(tmp, ignore_errors=True)
     ray.get(trainer.save.remote(str(tmp), {"step": step}))
+    for name, blob in (extra_files or {}).items():
+        (tmp / name).write_bytes(blob)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     ckpts = sorted(root.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))

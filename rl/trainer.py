@@ -1,7 +1,7 @@
 """The GRPO policy trainer: policy and frozen reference model, logprobs in micro-batches, the update, checkpoints.
 
 One `train_step(batch)`: reference logprobs (no grad), behaviour logprobs (recomputed, or vLLM's — see
-`AlgoConfig.behaviour_logprobs`), then `updates_per_step` optimizer steps over micro-batches with gradient
+`AlgoConfig.behaviour_logprobs`), the truncated importance weights of stale samples (`AlgoConfig.off_policy_correction`), then `updates_per_step` optimizer steps over micro-batches with gradient
 accumulation, AdamW, grad-norm clipping and the warm-up/cosine schedule of `sft.train_loop.lr_at`.
 
 Micro-batches are right-padded, not packed: GRPO groups share a prompt and responses are short, so padding
@@ -123,6 +123,9 @@ class PolicyTrainer:
             else:
                 old = batch.rollout_logprobs
             mismatch = float(algos.masked_mean((old - batch.rollout_logprobs).abs(), mask)) if self.algo.behaviour_logprobs == "recompute" else 0.0
+            is_w = None  # off-policy correction of stale samples (AlgoConfig.off_policy_correction)
+            if self.algo.off_policy_correction == "tis" and self.algo.behaviour_logprobs == "recompute":
+                is_w = algos.truncated_importance_weights(old, batch.rollout_logprobs, self.algo.tis_cap)  # [B, T-1]
         t1 = time.perf_counter()
         lr = self.lr()
         for group in self.optimizer.param_groups:
@@ -144,7 +147,8 @@ class PolicyTrainer:
                     logp, old[sl], None if ref is None else ref[sl], batch.advantages[sl], m,
                     clip_low=self.algo.clip_ratio_low, clip_high=self.algo.clip_ratio_high, clip_ratio_c=self.algo.clip_ratio_c,
                     kl_coef=self.algo.kl_coef, kl_estimator=self.algo.kl_estimator, agg_mode=self.algo.loss_agg_mode,
-                    horizon=mask.shape[-1], entropy=ent, entropy_coef=self.algo.entropy_coef)
+                    horizon=mask.shape[-1], entropy=ent, entropy_coef=self.algo.entropy_coef,
+                    is_weights=None if is_w is None else is_w[sl])
                 # the micro-batch's share of the whole batch, so accumulated gradients equal the full-batch loss
                 weight = float(m.sum() / total_tokens) if self.algo.loss_agg_mode == "token-mean" else float((m.sum(-1) > 0).sum() / total_seqs)
                 (loss * weight).backward()
@@ -155,6 +159,9 @@ class PolicyTrainer:
             self.optimizer.step()
             metrics = {**sums, "grad_norm": float(grad_norm)}
         self.step += 1
+        if is_w is not None:
+            metrics["is_weight_mean"] = float(algos.masked_mean(is_w, mask))
+            metrics["is_weight_truncated_fraction"] = float(algos.masked_mean((is_w >= self.algo.tis_cap).float(), mask))
         metrics.update({"lr": lr, "trainer_rollout_logprob_gap": mismatch, "time_reference_s": t_ref,
                         "time_train_s": time.perf_counter() - t1, "trained_tokens": float(mask.sum())})
         return metrics

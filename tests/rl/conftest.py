@@ -65,7 +65,7 @@ def ray_local():
 @pytest.fixture(scope="session")
 def shared_rollout(ray_local, tiny_grpo_checkpoint, tmp_path_factory):
     """One started rollout actor for every in-process test (each run syncs its own weights in first)."""
-    from rl.loop import start_rollout
+    from rl.actors import start_rollout
 
     cfg = grpo_test_config(tiny_grpo_checkpoint, tmp_path_factory.mktemp("unused"))
     actor = start_rollout(cfg, tiny_grpo_checkpoint["model"])

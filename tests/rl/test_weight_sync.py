@@ -17,7 +17,7 @@ def test_plan_buckets_split_by_size_and_dtype():
 
 def test_gloo_sender_reaches_receiver_in_buckets():
     """The trainer side against a bare receiver that decodes the wire format like the vLLM engine does."""
-    from rl.loop import free_port
+    from rl.actors import free_port
 
     model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.LayerNorm(7), torch.nn.Linear(7, 3))
     port = free_port()
@@ -53,7 +53,7 @@ def test_engine_matches_trainer_after_sync(ray_local, shared_rollout, tiny_grpo_
     sampling logprobs equal the trainer's logprobs), and differ from before the sync."""
     from transformers import AutoTokenizer
 
-    from rl.loop import TrainerActor, connect_weight_transfer, sync_weights
+    from rl.actors import TrainerActor, connect_weight_transfer, sync_weights
     from rl.rollout import SamplingSettings
     from rl.trainer import build_batch
     from tests.rl.conftest import grpo_test_config
