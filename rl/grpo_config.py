@@ -85,7 +85,7 @@ class GRPOTrainerConfig:
 
 @dataclass
 class GRPOEvalConfig:
-    """Held-out accuracy with greedy decoding through the rollout engine (current weights)."""
+    """Held-out accuracy through the rollout engine (current weights): greedy, and mean@k when `samples` > 1."""
 
     path: str = "runs/quickstart/data/math/test.parquet"
     prompts: int = 0  # 0 = no evaluation
@@ -94,6 +94,8 @@ class GRPOEvalConfig:
     mode: Literal["think", "direct"] = "direct"
     every_steps: int = 0  # 0 = only before the first and after the last step
     max_response_tokens: int = 64
+    samples: int = 1  # > 1: also mean@k, the mean accuracy of k samples per prompt at `temperature`
+    temperature: float = 1.0
 
 
 @dataclass
@@ -157,17 +159,25 @@ class GRPOConfig:
     ray: RayConfig = field(default_factory=RayConfig)
 
 
+DIVISION = r"\d / \d"  # level-1 division prompts ("What is 84 / 7?")
+
+
 def quickstart_grpo_default() -> GRPOConfig:
-    """The quickstart's GRPO stage: easy math (difficulty 1) in thinking mode, where the SFT model is least weak.
+    """The quickstart's GRPO stage, one-step asynchronous: level-1 division in thinking mode, the slice of the
+    synthetic math where the SFT tiny model is right about a quarter of the time greedily (and in about two
+    thirds of its groups of 8 at temperature 1), so that GRPO's groups carry signal. Evaluated greedily on the
+    held-out prompts of the same slice.
 
     Paths are rewritten under the quickstart's run_root by `rl.quickstart.chain_paths`.
     """
     return GRPOConfig(
-        sources=[GRPOSource(name="math", difficulties=[1], mode="think")],
+        sources=[GRPOSource(name="math", difficulties=[1], prompt_pattern=DIVISION, mode="think")],
         prompts_per_step=16,
-        max_steps=30,
-        rollout=RolloutConfig(samples_per_prompt=8, max_response_tokens=64, temperature=0.7),
-        eval=GRPOEvalConfig(prompts=200, difficulties=[1], mode="think", max_response_tokens=64),
+        max_steps=60,
+        max_staleness=1,
+        rollout=RolloutConfig(samples_per_prompt=8, max_response_tokens=64, temperature=1.0),
+        trainer=GRPOTrainerConfig(micro_batch_sequences=64, optim=OptimConfig(lr_peak=1e-4, lr_min_ratio=1.0, lr_warmup_steps=2, weight_decay=0.0)),
+        eval=GRPOEvalConfig(prompts=400, difficulties=[1], prompt_pattern=DIVISION, mode="think", max_response_tokens=64, samples=8),
         checkpoint_every_steps=0,
     )
 

@@ -144,7 +144,9 @@ def reward_metrics(items: list[dict], groups: list[list[RolloutSample]], results
 
 
 def evaluate(cfg: GRPOConfig, rollout, tokenizer) -> dict[str, float] | None:
-    """Greedy held-out accuracy with the engine's current weights (scored like `mixrl eval`)."""
+    """Held-out accuracy with the engine's current weights (scored like `mixrl eval`): greedy, and with
+    `eval.samples` > 1 also the mean accuracy of that many samples per prompt at `eval.temperature` (mean@k,
+    a lower-variance estimate of the sampling policy's accuracy)."""
     import ray
 
     from sft.data.loader import load_rows
@@ -153,12 +155,18 @@ def evaluate(cfg: GRPOConfig, rollout, tokenizer) -> dict[str, float] | None:
     if not cfg.eval.prompts:
         return None
     rows = filter_rows(load_rows(cfg.eval.path), cfg.eval.difficulties, cfg.eval.prompt_pattern)[: cfg.eval.prompts]
-    think = cfg.eval.mode == "think"
+    prompts = [render_prompt(tokenizer, r, cfg.eval.mode == "think") for r in rows]
     settings = SamplingSettings(samples_per_prompt=1, max_response_tokens=cfg.eval.max_response_tokens, temperature=0.0)
-    groups = ray.get(rollout.generate.remote([render_prompt(tokenizer, r, think) for r in rows], settings))
-    scores = [score_response(r, g[0].text) for r, g in zip(rows, groups)]
-    scored = [s for s in scores if s is not None]
-    return {"heldout_accuracy": sum(scored) / max(1, len(scored)), "heldout_prompts": float(len(scored))}
+    groups = ray.get(rollout.generate.remote(prompts, settings))
+    scored = [s for s in (score_response(r, g[0].text) for r, g in zip(rows, groups)) if s is not None]
+    out = {"heldout_accuracy": sum(scored) / max(1, len(scored)), "heldout_prompts": float(len(scored))}
+    if cfg.eval.samples > 1:
+        settings = SamplingSettings(samples_per_prompt=cfg.eval.samples, max_response_tokens=cfg.eval.max_response_tokens,
+                                    temperature=cfg.eval.temperature, seed=cfg.seed + 7_777_777)
+        groups = ray.get(rollout.generate.remote(prompts, settings))
+        sampled = [s for r, g in zip(rows, groups) for s in (score_response(r, x.text) for x in g) if s is not None]
+        out[f"heldout_mean_at_{cfg.eval.samples}"] = sum(sampled) / max(1, len(sampled))
+    return out
 
 
 # ---- the run ------------------------------------------------------------------------------------------------

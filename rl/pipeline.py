@@ -240,8 +240,8 @@ def run_grpo(cfg: GRPOConfig, *, rollout=None) -> dict:
     summary: dict = {"run_dir": str(run_dir), "start_step": start_step, "max_staleness": k}
     before = evaluate(cfg, side.pool.engines[0], tokenizer) if start_step == 0 else None
     if before:
-        summary["heldout_accuracy_before"] = before["heldout_accuracy"]
-        print(f"[grpo] held-out accuracy before: {before['heldout_accuracy']:.3f}", flush=True)
+        summary.update({f"{k_}_before": v for k_, v in before.items()})
+        print(f"[grpo] held-out before: {json.dumps(before)}", flush=True)
     with MetricsLogger(run_dir, stage="grpo", total_steps=cfg.max_steps, print_every=cfg.log_every_steps) as log:
         for step in range(start_step, stop):
             t0 = time.perf_counter()
@@ -290,8 +290,8 @@ def run_grpo(cfg: GRPOConfig, *, rollout=None) -> dict:
         log.plot(["reward", "accuracy", "kl", "entropy", "response_tokens_mean", "grad_norm", "time_step_s", "staleness_mean"])
     after = evaluate(cfg, side.pool.engines[0], tokenizer) if stop == cfg.max_steps else None
     if after:
-        summary["heldout_accuracy_after"] = after["heldout_accuracy"]
-        print(f"[grpo] held-out accuracy after: {after['heldout_accuracy']:.3f}", flush=True)
+        summary.update({f"{k_}_after": v for k_, v in after.items()})
+        print(f"[grpo] held-out after: {json.dumps(after)}", flush=True)
     summary.update({"steps": stop, "weight_version": version, "checkpoint": str(latest_checkpoint(run_dir)),
                     "parameter_checksum": ray.get(trainer.parameter_checksum.remote())})
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -148,10 +148,13 @@ def format_table(pre: dict, sft: dict, ev: dict, run_root: str, grpo: dict | Non
         lines.append(f"{'  held-out pairs via service':<28}{_pct(rm['service_pairwise_accuracy']):>10}  ({rm['service_unscored_pairs']} unscored)")
     if grpo:
         lines.append("-" * 60)
-        lines.append(f"{'grpo':<28}{grpo['total_seconds']:.0f} s  ({grpo['steps']} steps)")
-        before, after = grpo.get("heldout_accuracy_before"), grpo.get("heldout_accuracy_after")
-        lines.append(f"{'  held-out math before RL':<28}{_pct(before):>10}")
-        lines.append(f"{'  held-out math after RL':<28}{_pct(after):>10}")
+        mode = "one-step async" if grpo.get("max_staleness") else "synchronous"
+        lines.append(f"{'grpo':<28}{grpo['total_seconds']:.0f} s  ({grpo['steps']} steps, {mode})")
+        mean_key = next((k.removesuffix("_before") for k in grpo if k.startswith("heldout_mean_at_") and k.endswith("_before")), None)
+        lines.append(f"{'  held-out (RL slice)':<28}{'greedy':>10}" + (f"{'mean@' + mean_key.rsplit('_', 1)[1]:>10}" if mean_key else ""))
+        for when in ("before", "after"):
+            row = f"{'    ' + when + ' RL':<28}{_pct(grpo.get(f'heldout_accuracy_{when}')):>10}"
+            lines.append(row + (f"{_pct(grpo.get(f'{mean_key}_{when}')):>10}" if mean_key else ""))
     lines.append("-" * 60)
     lines.append(f"checkpoints: {pre['checkpoint']}, {sft['checkpoint']}" + (f", {grpo['checkpoint']}" if grpo else ""))
     lines.append(f"tensorboard: tensorboard --logdir {run_root}")

@@ -22,6 +22,9 @@ class SyntheticDataConfig:
     # the tiny model's arithmetic improves with unique problems far more than with repeated epochs
     train_rows: dict[str, int] = field(default_factory=lambda: {"math": 20000, "code": 1500, "ifeval": 1500, "chat": 1000})
     test_rows_per_domain: int = 200
+    # per-domain override of test_rows_per_domain: the quickstart's GRPO stage evaluates on one narrow slice of
+    # math (level-1 division), which needs a larger test split to hold enough of it
+    test_rows: dict[str, int] = field(default_factory=dict)
     seed: int = 0
 
 
@@ -167,6 +170,7 @@ class QuickstartConfig:
     """`mixrl quickstart`: data, pretraining, SFT and evaluation on the embedded tiny default."""
 
     run_root: str = "runs/quickstart"
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    # a larger math test split: the GRPO stage is evaluated on its level-1 division prompts (~80 of 4000 rows)
+    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(data=SyntheticDataConfig(test_rows={"math": 4000})))
     sft: SFTConfig = field(default_factory=SFTConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

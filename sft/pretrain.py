@@ -32,6 +32,9 @@ def ensure_datasets(cfg: SyntheticDataConfig) -> Path:
     from sft.data.synthetic import generate_datasets
 
     out = Path(cfg.out_dir)
+    unknown = sorted(set(cfg.test_rows) - set(cfg.train_rows))
+    if unknown:
+        raise ValueError(f"data.test_rows: {unknown} are not generated domains (data.train_rows has {sorted(cfg.train_rows)})")
     wanted = [out / d / f"{s}.parquet" for d in cfg.train_rows for s in ("train", "test")]
     stamp = out / "generated_with.json"
     spec = asdict(cfg)
@@ -39,7 +42,7 @@ def ensure_datasets(cfg: SyntheticDataConfig) -> Path:
         return out
     t0 = time.perf_counter()
     for domain, rows in cfg.train_rows.items():
-        generate_datasets(out, rows, cfg.test_rows_per_domain, seed=cfg.seed, domains=[domain])
+        generate_datasets(out, rows, cfg.test_rows.get(domain, cfg.test_rows_per_domain), seed=cfg.seed, domains=[domain])
     stamp.write_text(json.dumps(spec))
     print(f"[data] generated {dict(cfg.train_rows)} train rows into {out} in {time.perf_counter() - t0:.1f}s", flush=True)
     return out

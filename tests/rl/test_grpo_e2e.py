@@ -15,7 +15,7 @@ pytestmark = pytest.mark.vllm
 
 REQUIRED_METRICS = ["reward", "reward/math", "reward/ifeval", "accuracy", "response_tokens_mean", "kl", "entropy", "clip_fraction",
                     "grad_norm", "time_generate_s", "time_reward_s", "time_reference_s", "time_train_s", "time_sync_s",
-                    "tokens_per_s", "weight_version"]
+                    "tokens_per_s", "weight_version", "wait_trainer_s", "wait_rollout_s", "staleness_max", "staleness_mean"]
 
 
 def _recipe(tmp_path: Path, ckpt: dict, run_dir: Path, **extra) -> Path:

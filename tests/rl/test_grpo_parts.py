@@ -138,7 +138,9 @@ def test_quickstart_chains_the_grpo_stage_and_table_shows_before_after():
     sft = {"total_seconds": 1, "steps": 1, "tokens_per_s": 1, "checkpoint": "s"}
     ev = {"seconds": 1, "responses": 2, "backend": "vllm", "accuracy": {"math": {"think": 0.1, "direct": 0.1}},
           "switch_reliability": {"overall": 1.0, "single": 1.0, "multiturn": 1.0}}
-    grpo = {"total_seconds": 9, "steps": 3, "heldout_accuracy_before": 0.08, "heldout_accuracy_after": 0.125, "checkpoint": "g"}
+    grpo = {"total_seconds": 9, "steps": 3, "heldout_accuracy_before": 0.08, "heldout_accuracy_after": 0.125, "checkpoint": "g",
+            "heldout_mean_at_8_before": 0.05, "heldout_mean_at_8_after": 0.3, "max_staleness": 1}
     table = format_table(pre, sft, ev, "/tmp/qs", grpo)
-    assert "held-out math before RL" in table and "8.0%" in table and "12.5%" in table
-    assert "held-out math before RL" not in format_table(pre, sft, ev, "/tmp/qs")
+    assert "before RL" in table and "8.0%" in table and "12.5%" in table and "mean@8" in table and "30.0%" in table
+    assert "one-step async" in table
+    assert "before RL" not in format_table(pre, sft, ev, "/tmp/qs")

@@ -140,3 +140,20 @@ def test_a_crashed_engine_is_restarted_and_the_step_loses_and_duplicates_nothing
     assert [r.reward for r in batch.results] == [r.reward for r in reference.results]
     side.shutdown()
     ray.kill(trainer)
+
+
+@pytest.mark.vllm
+def test_two_engines_share_each_step_and_both_follow_the_weights(ray_local, shared_rollout, tiny_grpo_checkpoint, tmp_path):
+    """`placement.rollout_engines: 2`: each step's requests go to both engines by load, both get every update."""
+    from rl.loop import run_grpo
+    from tests.rl.conftest import grpo_test_config
+
+    cfg = grpo_test_config(tiny_grpo_checkpoint, tmp_path / "run", max_steps=2, prompts_per_step=8,
+                           placement={"rollout_engines": 2}, scheduler={"max_inflight_per_engine": 2})
+    summary = run_grpo(cfg, rollout=shared_rollout)
+    rows = _metrics(tmp_path / "run")
+    assert summary["weight_version"] == 2
+    for r in rows:
+        assert r["dispatch/engine0/items"] > 0 and r["dispatch/engine1/items"] > 0
+        assert r["dispatch/engine0/items"] + r["dispatch/engine1/items"] == 8  # one request per prompt, each once
+    assert ray_local.get(shared_rollout.weight_version.remote()) == 2
