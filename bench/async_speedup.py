@@ -13,8 +13,10 @@ Three `mixrl train` runs of one recipe (each its own process, Ray session and vL
 
 From the runs' metrics (steps after `--warmup`): seconds per step, the speed-ups of async over both synchronous
 runs, and the ideal speed-up of overlapping the two phases computed from sync_split's measured phase times,
-(gen + train) / max(gen, train) (and with the weight sync, which cannot overlap, on both sides), so the overlap
-efficiency = measured / ideal is visible. Also each side's waiting time in the async run. Prints one JSON object
+(gen + train) / max(gen, train), where gen is the whole rollout phase of a synchronous step (generation, rewards,
+batch preparation: step − train − sync) and train the trainer's time (also with the weight sync, which cannot
+overlap, on both sides; and with vLLM's generation time alone), so the overlap efficiency = measured / ideal
+is visible. Also each side's waiting time in the async run. Prints one JSON object
 on stdout. Needs `make quickstart`'s SFT checkpoint and data (or `--model`/`--data`).
 """
 
@@ -98,9 +100,15 @@ def main() -> None:
         }
     t = {name: phase_times(rows) for name, rows in modes.items()}
     split = t["sync_split"]
-    gen, train, sync = split["generate_s"], split["train_s"], split["sync_s"]
+    train, sync = split["train_s"], split["sync_s"]
+    # the rollout phase is everything the trainer waits for in a synchronous step: generation, rewards and the
+    # driver's batch preparation (all of it overlaps training in the async run); vLLM's generation alone is
+    # reported too
+    gen = split["step_s"] - train - sync
     ideal = (gen + train) / max(gen, train)
     ideal_with_sync = (gen + train + sync) / (max(gen, train) + sync)
+    g = split["generate_s"]
+    ideal_generate_only = (g + train) / max(g, train)
     vs_split = split["step_s"] / t["async"]["step_s"]
     out = {
         "workload": {"prompts": args.prompts, "samples": args.samples, "response_tokens": args.response_tokens, "steps": args.steps,
@@ -109,7 +117,10 @@ def main() -> None:
         "modes": t,
         "speedup_vs_sync_colocated": t["sync_colocated"]["step_s"] / t["async"]["step_s"],
         "speedup_vs_sync_split": vs_split,
+        "rollout_phase_s": gen,
+        "train_phase_s": train,
         "ideal_speedup": ideal,
+        "ideal_speedup_generate_only": ideal_generate_only,
         "ideal_speedup_with_sync": ideal_with_sync,
         "overlap_efficiency": vs_split / ideal,
         "overlap_efficiency_with_sync": vs_split / ideal_with_sync,
