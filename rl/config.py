@@ -50,19 +50,33 @@ def load_config(schema: type[T], recipe_path: str | Path | None = None, override
     return cfg
 
 
-def build(schema: type[T], raw: dict[str, Any], *, source: str = "config", prefix: str = "") -> T:
-    """Instantiate dataclass `schema` from a nested mapping, checking every key and value type."""
+def build(schema: type[T], raw: dict[str, Any], *, source: str = "config", prefix: str = "", base: Any = None) -> T:
+    """Instantiate dataclass `schema` from a nested mapping, checking every key and value type.
+
+    Keys a mapping leaves out keep the defaults of the enclosing schema: a nested section is applied onto the
+    parent's default for it (`base`), so `pretrain: {train: {max_minutes: 5}}` changes only that key even where
+    the parent's default for `train` differs from `PackedTrainConfig()`.
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(schema)}
     hints = typing.get_type_hints(schema)
+    if base is None:
+        try:
+            base = schema()
+        except TypeError:  # a required field without default: nothing to start from
+            base = None
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in fields:
             raise ConfigError(_unknown_key_message(source, prefix + str(key), key, list(fields), prefix))
-        kwargs[key] = _coerce(hints[key], value, source=source, key=prefix + key)
+        hint = hints[key]
+        if base is not None and dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            kwargs[key] = build(hint, value, source=source, prefix=prefix + key + ".", base=getattr(base, key))
+        else:
+            kwargs[key] = _coerce(hint, value, source=source, key=prefix + key)
     try:
-        return schema(**kwargs)
+        return dataclasses.replace(base, **kwargs) if base is not None else schema(**kwargs)
     except TypeError as exc:  # a required field without default
         raise ConfigError(f"{source}: {prefix or ''}{exc}") from None
 

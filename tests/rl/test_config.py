@@ -109,3 +109,18 @@ def test_every_shipped_recipe_loads():
     assert len(recipes) >= 4, "recipes missing"
     for recipe in recipes:
         load_config(recipe_schema(recipe), recipe)
+
+
+def test_a_nested_section_keeps_the_parents_defaults_for_keys_it_leaves_out():
+    """`pretrain: {train: {max_minutes: 0}}` in a quickstart recipe changes that key only: the quickstart's own
+    defaults for the section (500 bf16 steps, a larger math test split) stay."""
+    from rl.config import build
+    from rl.grpo_config import QuickstartGRPOConfig
+
+    default = QuickstartGRPOConfig()
+    cfg = build(QuickstartGRPOConfig, {"pretrain": {"train": {"max_minutes": 0}}, "grpo": {"trainer": {"micro_batch_sequences": 8}}})
+    assert cfg.pretrain.train.max_minutes == 0
+    assert cfg.pretrain.train.max_steps == default.pretrain.train.max_steps == 500
+    assert cfg.pretrain.train.dtype == "bfloat16" and cfg.pretrain.data.test_rows == {"math": 4000}
+    assert cfg.grpo.trainer.micro_batch_sequences == 8 and cfg.grpo.trainer.optim == default.grpo.trainer.optim
+    assert cfg.grpo.sources == default.grpo.sources
