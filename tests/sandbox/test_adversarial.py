@@ -49,7 +49,9 @@ def test_fork_bomb_is_contained_and_a_concurrent_run_is_unaffected(sb):
     t.start()
     r = sb.run_code(bomb)
     t.join()
-    assert r.status == TIMEOUT and "pids" in r.limits_hit, r
+    # contained by the pids limit; what ends it is the wall clock or, when the bomb's processes outgrow the memory
+    # cgroup first (seen under load), the memory limit: both kill the whole tree
+    assert r.status in (TIMEOUT, MEMORY) and "pids" in r.limits_hit, r
     assert benign["r"].status == OK and benign["r"].stdout == "45\n"
     assert subprocess.run(["true"]).returncode == 0  # the host can still fork
 
