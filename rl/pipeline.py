@@ -194,7 +194,7 @@ class RolloutSide:
             if i in self.fresh or keep is None:
                 try:
                     ray.get(engine.shutdown.remote())
-                except ray.exceptions.RayActorError:
+                except ray.exceptions.RayActorError:  # already dead (crashed or killed): nothing to drain
                     pass
                 ray.kill(engine)
 
