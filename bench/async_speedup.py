@@ -60,7 +60,7 @@ def run_mode(args, tmp: Path, name: str, **kw) -> list[dict]:
     path = tmp / f"grpo_{name}.yaml"  # the grpo_ prefix tells the CLI the recipe kind
     path.write_text(yaml.safe_dump(recipe(args, run_dir, **kw)))
     print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-    proc = subprocess.run([sys.executable, "-m", "rl.cli", "train", str(path)], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "mixrl.cli", "train", str(path)], cwd=ROOT, capture_output=True, text=True)
     if proc.returncode:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
         raise SystemExit(f"{name}: mixrl train failed")

@@ -35,9 +35,9 @@ DEFAULT_MODEL = "runs/quickstart/sft/final"
 
 def build_tiny(root: Path) -> str:
     """A random ~0.1M-parameter Qwen2 (head_dim 32, which vLLM's CPU attention needs) in Hugging Face form."""
-    from sft.config import ModelConfig
-    from sft.model import build_model, save_checkpoint
-    from sft.tokenizer import train_tokenizer
+    from core.sections import ModelConfig
+    from core.model import build_model, save_checkpoint
+    from core.tokenizer import train_tokenizer
 
     docs = [f"What is {i} + {i + 1}? The answer is {2 * i + 1}." for i in range(2000)]
     tok = train_tokenizer(docs, vocab_size=512, min_frequency=1)
@@ -58,7 +58,7 @@ def start_engines(model: str, num_engines: int, max_model_len: int, seed: int, p
     import ray
 
     from rl.actors import RolloutActor
-    from rl.grpo_config import RolloutConfig
+    from rl.config import RolloutConfig
 
     class PinnedRolloutActor(RolloutActor):
         def __init__(self, model_path: str, rollout_cfg, seed: int, core: int):
@@ -111,7 +111,7 @@ def workload_lengths(layout: str, args, rng: random.Random) -> list[int]:
 
 
 def bench_layout(layout: str, args, actors: list, model_vocab: int) -> dict:
-    from rl.rollout import SamplingSettings
+    from core.engine import SamplingSettings
     from rl.scheduler import EnginePool, rollout_items, submit_rollout
 
     rng = random.Random(args.seed)

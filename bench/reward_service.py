@@ -36,8 +36,8 @@ from reward_services.types import ScoreItem  # noqa: E402
 
 def tiny_model(out: Path) -> Path:
     from reward_services.train import build_reward_model, pairs_from_rows
-    from sft.data.chat_prompts import generate_chat
-    from sft.tokenizer import train_tokenizer
+    from mixrl.data.chat_prompts import generate_chat
+    from core.tokenizer import train_tokenizer
 
     pairs = pairs_from_rows(generate_chat(200, "train", 0))
     tok = train_tokenizer([f"{p.prompt}\n{p.chosen}\n{p.rejected}" for p in pairs], 1000)
@@ -48,7 +48,7 @@ def tiny_model(out: Path) -> Path:
 
 def batches_of(n_batches: int, size: int) -> list[list[ScoreItem]]:
     from reward_services.train import pairs_from_rows
-    from sft.data.chat_prompts import generate_chat
+    from mixrl.data.chat_prompts import generate_chat
 
     pairs = pairs_from_rows(generate_chat(n_batches * size // 2 + 1, "test", 3))
     texts = [(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)]

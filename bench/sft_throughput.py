@@ -23,15 +23,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from sft.chat import IGNORE_INDEX  # noqa: E402
-from sft.config import ModelConfig, OptimConfig, PackedTrainConfig  # noqa: E402
-from sft.data.math_problems import generate_math  # noqa: E402
+from core.chat import IGNORE_INDEX  # noqa: E402
+from core.sections import ModelConfig, OptimConfig  # noqa: E402
+from sft.config import PackedTrainConfig  # noqa: E402
+from mixrl.data.math_problems import generate_math  # noqa: E402
 from sft.finetune import render_row  # noqa: E402
-from sft.chat import tokenize_chat  # noqa: E402
-from sft.model import build_model, count_parameters  # noqa: E402
+from core.chat import tokenize_chat  # noqa: E402
+from core.model import build_model, count_parameters  # noqa: E402
 from sft.packing import pack_samples  # noqa: E402
 from sft.pretrain import row_to_document  # noqa: E402
-from sft.tokenizer import train_tokenizer  # noqa: E402
+from core.tokenizer import train_tokenizer  # noqa: E402
 from sft.train_loop import train_packed  # noqa: E402
 
 

@@ -35,9 +35,9 @@ SIZES = {  # hidden, layers, heads, kv heads, intermediate
 
 
 def build(size: str, root: Path) -> tuple[str, int]:
-    from sft.config import ModelConfig
-    from sft.model import build_model, count_parameters, save_checkpoint
-    from sft.tokenizer import train_tokenizer
+    from core.sections import ModelConfig
+    from core.model import build_model, count_parameters, save_checkpoint
+    from core.tokenizer import train_tokenizer
 
     h, n, a, kv, inter = SIZES[size]
     tok = train_tokenizer([f"What is {i} + {i + 1}? The answer is {2 * i + 1}." for i in range(2000)], vocab_size=4096, min_frequency=1)
@@ -83,12 +83,13 @@ async def sync_seconds(model_path: str, repeats: int) -> tuple[float, int]:
     import torch
 
     from rl.actors import free_port
-    from rl.rollout import RolloutEngine
-    from rl.weight_sync import GlooWeightSender
-    from sft.model import load_checkpoint
+    from core.engine import RolloutEngine
+    from rl.weight_sync import WORKER_EXTENSION, GlooWeightSender
+    from core.model import load_checkpoint
 
     model, _ = load_checkpoint(model_path)
-    engine = RolloutEngine(model_path, max_model_len=256, kv_cache_gib=1)
+    engine = RolloutEngine(model_path, max_model_len=256, kv_cache_gib=1, weight_transfer_backend="gloo",
+                           worker_extension_cls=WORKER_EXTENSION)
     await engine.start()
     sender = GlooWeightSender("127.0.0.1", free_port())
     await asyncio.gather(engine.init_weight_transfer(sender.init_info()), asyncio.to_thread(sender.connect))

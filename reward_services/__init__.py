@@ -10,7 +10,8 @@
 Modules: `types` (containers), `proto/` (our ``RewardService`` and the Open Inference Protocol v2 messages,
 generated code committed), `models` (classifier RM, generative judge), `server` (batching, deadlines,
 backpressure, drain, auth, health, reflection), `oip` (KServe/Triton facade), `metrics` (Prometheus endpoint),
-`registry` (local folder, etcd) and `registry_k8s` (EndpointSlices), `client` (retries, hedging, balancing,
+`registry_types` (the `Registry` protocol, `RegistryError`), `registry` (local folder, etcd,
+`open_registry`) and `registry_k8s` (EndpointSlices), `client` (retries, hedging, balancing,
 ejection, digest pinning, the `rewards.clients.RewardModelClient` adapter), `train` (Bradley-Terry RM training),
 `deploy` (validation gate, Kubernetes manifests in ``deploy/``, local instances).
 

@@ -77,8 +77,6 @@ class OIPServicer:
         )
 
     def ModelInfer(self, request, context):  # noqa: N802
-        from reward_services.server import RequestError
-
         if request.model_name != self.core.info.name:
             context.abort(grpc.StatusCode.NOT_FOUND,
                           f"unknown model {request.model_name!r}; serving {self.core.info.name!r}")
@@ -112,10 +110,9 @@ class OIPServicer:
                 raw_output_contents=[rewards.tobytes(), codes.tobytes()],
             )
 
-        try:
-            return self.core._guarded(context, run)
-        except RequestError as e:  # pragma: no cover - _guarded aborts already
-            context.abort(e.code, e.message)
+        # request-level failures (draining, queue full, deadline) are `RequestError`s of the core's `score_items`;
+        # `_guarded` turns them into the RPC's status, so this module needs no server import
+        return self.core._guarded(context, run)
 
 
 def add_oip_facade(core, server: grpc.Server) -> None:

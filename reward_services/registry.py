@@ -1,4 +1,4 @@
-"""Service discovery for reward models: register / deregister / resolve / watch by RM identifier.
+"""Service discovery for reward models: the local-folder and etcd backends, `Heartbeat` and `open_registry`.
 
     registry = open_registry("local:runs/registry")          # or "etcd://127.0.0.1:2379", "k8s://namespace"
     beat = Heartbeat(registry, Instance("chat-rm", "127.0.0.1:50051", digest), ttl_s=5.0)   # keeps it alive
@@ -14,6 +14,9 @@ Backends:
   etcd's JSON gateway with ``etcd3gw`` (``etcd3`` 0.12 breaks with current protobuf). Watch uses etcd's watch API.
 - `reward_services.registry_k8s.KubernetesRegistry` — EndpointSlices of a headless Service (Kubernetes itself
   registers ready pods; see that module).
+
+Every backend implements `Registry` (register / deregister / resolve / watch by RM identifier), defined with
+`RegistryError` and `WatchCallback` in `reward_services.registry_types` and importable from here too.
 """
 
 from __future__ import annotations
@@ -25,35 +28,16 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
+from reward_services.registry_types import Registry, RegistryError, WatchCallback
 from reward_services.types import Instance
 
 log = logging.getLogger(__name__)
 
-WatchCallback = Callable[[list[Instance]], None]
-
-
-class RegistryError(RuntimeError):
-    """The registry itself could not be reached or answered nonsense (callers keep their last known good list)."""
-
-
-@runtime_checkable
-class Registry(Protocol):
-    def register(self, instance: Instance, ttl_s: float) -> None:
-        """Announce `instance` for `ttl_s` seconds; call `refresh` before that or it expires."""
-
-    def refresh(self, instance: Instance, ttl_s: float) -> None:
-        """Extend the lease of a registered instance (re-registers it if it expired)."""
-
-    def deregister(self, instance: Instance) -> None:
-        """Remove `instance` now (graceful shutdown)."""
-
-    def resolve(self, model: str) -> list[Instance]:
-        """Live instances of `model`, sorted by key; raises `RegistryError` when the registry is unreachable."""
-
-    def watch(self, model: str, callback: WatchCallback) -> Callable[[], None]:
-        """Call ``callback(instances)`` whenever the live set of `model` changes; returns a function that stops."""
+# the shared contract lives in `registry_types` (so `registry_k8s` need not import this module); callers keep
+# importing it from here
+__all__ = ["EtcdRegistry", "Heartbeat", "LocalRegistry", "PollingWatch", "Registry", "RegistryError",
+           "WatchCallback", "open_registry"]
 
 
 def _instance_to_json(instance: Instance, expires_at: float | None = None) -> str:

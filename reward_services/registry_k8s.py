@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from reward_services.registry import RegistryError, WatchCallback
+from reward_services.registry_types import RegistryError, WatchCallback
 from reward_services.types import Instance
 
 SERVICE_LABEL = "kubernetes.io/service-name"

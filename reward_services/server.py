@@ -45,6 +45,7 @@ from grpc_reflection.v1alpha import reflection
 
 from reward_services.cli_args import add_serve_arguments
 from reward_services.metrics import ServerMetrics, serve_metrics
+from reward_services.oip import add_oip_facade
 from reward_services.proto import reward_service_pb2 as pb
 from reward_services.proto import reward_service_pb2_grpc as pb_grpc
 from reward_services.types import ErrorCode, Instance, ItemResult, ModelInfo, ScoreItem
@@ -344,8 +345,6 @@ class RewardServer:
                                   options=options, interceptors=interceptors)
 
     def start(self) -> RewardServer:
-        from reward_services.oip import add_oip_facade
-
         pb_grpc.add_RewardServiceServicer_to_server(self.servicer, self.server)
         add_oip_facade(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

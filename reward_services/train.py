@@ -1,8 +1,8 @@
-"""A tiny discriminative reward model trained on preference pairs (Bradley-Terry), for the CPU path.
+"""Bradley-Terry reward-model training: preference pairs, a tiny Qwen2 scalar-head RM, its loop and accuracy.
 
     mixrl train-rm --out runs/rm [--steps 300]     # synthetic chat pairs, held-out accuracy printed as JSON
 
-`build_reward_model` mirrors `sft.model.build_model` (a Qwen2 decoder) with a scalar head
+`build_reward_model` mirrors `core.model.build_model` (a Qwen2 decoder) with a scalar head
 (``Qwen2ForSequenceClassification``, ``num_labels=1``). Loss: ``-log σ(r(chosen) - r(rejected))``.
 This module takes pairs and a tokenizer; where they come from (the CLI uses the synthetic chat rows) is the
 caller's business, so reward_services never imports sft.

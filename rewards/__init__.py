@@ -13,14 +13,15 @@ Modules (each a set of free functions with one signature per reward, plus datacl
 - `rewards.length`      group-overlong length term with its α schedule; DAPO soft overlong punishment
 - `rewards.ifeval`      the 25 IFEval instruction checkers, strict and loose
 - `rewards.clients`     `CodeExecutionClient` / `RewardModelClient` interfaces (implemented by sandbox/,
-  reward_services/)
+  reward_services/); the code contract's `TestSpec` is `sandbox.spec.TestSpec`
 - `rewards.config`      `RewardConfig` / `DomainConfig`: domains, routes, recipe overrides
 - `rewards.router`      `RewardRouter.score_batch(samples) -> list[RewardResult]`
 - `rewards.compat`      verl ``compute_score``, TRL ``make_trl_reward``, OpenRLHF ``serve_rewards``
 
 A reward that could not be computed is ``None`` (masked downstream), never 0. This package imports only the
-standard library, math-verify (inside worker processes) and langdetect (IFEval language
-checks); never ``rl``, ``sft``, Ray or servers other than its own stdlib HTTP endpoint.
+standard library, math-verify (inside worker processes), langdetect (IFEval language checks) and the stdlib-only
+``sandbox`` package below it (`sandbox.spec` for the code tests; `rewards.code` also its executors); never
+``rl``, ``sft``, Ray or servers other than its own stdlib HTTP endpoint.
 """
 
 from rewards.clients import (

@@ -1,8 +1,11 @@
 """The interfaces the reward router calls for rewards it cannot compute itself.
 
-Implemented elsewhere (DESIGN.md): the sandbox service's client implements `CodeExecutionClient` (issue: sandbox),
-the reward-model services' client implements `RewardModelClient` (issue: reward_services). ``rewards`` defines the
-contract only, so it never imports either package and either can be swapped for a test double or a remote service.
+Implemented elsewhere (DESIGN.md): the sandbox service's client implements `CodeExecutionClient` (issue: sandbox;
+``rewards.code.SandboxCodeClient``), the reward-model services' client implements `RewardModelClient` (issue:
+reward_services). ``rewards`` defines the contract only; of the packages behind it, this module imports only
+`sandbox.spec` -- `TestSpec`, the data type of the code contract, which the sandbox package (below ``rewards`` in
+the layering) owns together with its one parser, `sandbox.spec.spec_from_ground_truth`. Either client can be
+swapped for a test double or a remote service.
 
 Contract shared by both: a client raises (any exception) or returns ``error`` when it could not produce a result —
 the router then masks the sample (reward ``None``). A client never encodes "I failed" as a low score.
@@ -14,22 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-
-@dataclass(frozen=True)
-class TestSpec:
-    """The tests of one code problem, decoded from our ground truth
-    ``json.dumps({"fn_name": ..., "inputs": [[...], ...], "outputs": [...]})``.
-
-    fn_name: the function to call with each ``inputs[i]`` (positional arguments); ``None`` for stdin/stdout programs,
-        where ``inputs[i]``/``outputs[i]`` are the stdin text and the expected stdout.
-    """
-
-    __test__ = False  # not a pytest test class
-
-    fn_name: str | None
-    inputs: list[Any]
-    outputs: list[Any]
-    extra: Mapping[str, Any] = field(default_factory=dict)
+from sandbox.spec import TestSpec
 
 
 @dataclass(frozen=True)
@@ -52,7 +40,8 @@ class CodeExecutionClient(Protocol):
     """Runs untrusted code against tests in isolation (the sandbox service)."""
 
     def run_tests(self, program: str, tests: TestSpec, *, language: str = "python", timeout_s: float = 10.0) -> CodeTestResult:
-        """Run ``program`` on every test of ``tests``; ``timeout_s`` bounds each test. Thread-safe: the router
+        """Run ``program`` on every test of ``tests`` (a `sandbox.spec.TestSpec`: stdio, call or assert-style, as
+        `sandbox.spec.spec_from_ground_truth` built it); ``timeout_s`` bounds each test. Thread-safe: the router
         calls it concurrently from several threads."""
         ...
 

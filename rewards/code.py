@@ -11,21 +11,21 @@ the sandbox (``sandbox/``): a local pool in this process, or a remote ``mixrl se
 
 Tests, from the dataset convention: ``extra_info["test_code"]`` (assert-style) when present, else
 ``ground_truth`` = JSON ``{"fn_name", "inputs", "outputs"}`` (function calls) or ``{"inputs", "outputs"}``
-(stdin/stdout). The program is the last fenced code block after any ``<think>`` block; no block scores 0.
+(stdin/stdout); one parser for both ways in, `sandbox.spec.spec_from_ground_truth`. The program is the last
+fenced code block after any ``<think>`` block; no block scores 0.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from rewards.clients import CodeTestResult
-from rewards.clients import TestSpec as RouterTestSpec
 from rewards.extract import extract_answer
 from sandbox.executor import CodeExecutor, LocalExecutor
-from sandbox.harness import SANDBOX_ERROR, TestJob, TestSpec, TestsResult, spec_from_ground_truth
+from sandbox.harness import SANDBOX_ERROR, TestJob, TestsResult
+from sandbox.spec import TestSpec, spec_from_ground_truth
 
 log = logging.getLogger(__name__)
 
@@ -107,24 +107,12 @@ def make_code_reward(*, sandbox_url: str | None = None, token: str | None = None
     return reward
 
 
-def spec_from_router(tests: RouterTestSpec) -> TestSpec:
-    """The router's decoded ground truth as a sandbox TestSpec (``extra["test_code"]`` selects assert-style).
-
-    >>> spec_from_router(RouterTestSpec("add", [[1, 2]], [3])).kind
-    'call'
-    """
-    if tests.extra.get("test_code"):
-        return TestSpec.asserts(tests.extra["test_code"])
-    return spec_from_ground_truth(json.dumps({"fn_name": tests.fn_name, "inputs": tests.inputs,
-                                              "outputs": tests.outputs}))
-
-
 class SandboxCodeClient:
     """``rewards.clients.CodeExecutionClient`` over a sandbox executor (what the reward router calls).
 
-    ``run_tests(program, tests, language="python", timeout_s=10.0) -> CodeTestResult``: stops at the first failing
-    test (``passed`` counts the tests passed before it); ``error`` is set only when the sandbox itself failed.
-    Thread-safe.
+    ``run_tests(program, tests, language="python", timeout_s=10.0) -> CodeTestResult``, ``tests`` a
+    `sandbox.spec.TestSpec` (run as given): stops at the first failing test (``passed`` counts the tests passed
+    before it); ``error`` is set only when the sandbox itself failed. Thread-safe.
     """
 
     def __init__(self, executor: CodeExecutor, *, total_timeout_s: float = 60.0, memory_mb: int | None = None,
@@ -132,17 +120,16 @@ class SandboxCodeClient:
         self.executor, self.total_timeout_s, self.memory_mb = executor, total_timeout_s, memory_mb
         self.stop_at_first_failure = stop_at_first_failure
 
-    def run_tests(self, program: str, tests: RouterTestSpec, *, language: str = "python",
+    def run_tests(self, program: str, tests: TestSpec, *, language: str = "python",
                   timeout_s: float = 10.0) -> CodeTestResult:
         if language != "python":
             return CodeTestResult(0, 0, error=f"language {language!r} has no test harness yet (python only)")
-        spec = spec_from_router(tests)
-        job = TestJob(program, spec, per_test_timeout_s=timeout_s,
-                      total_timeout_s=min(self.total_timeout_s, timeout_s * spec.num_tests + 5.0),
+        job = TestJob(program, tests, per_test_timeout_s=timeout_s,
+                      total_timeout_s=min(self.total_timeout_s, timeout_s * tests.num_tests + 5.0),
                       stop_at_first_failure=self.stop_at_first_failure, memory_mb=self.memory_mb)
         [result] = self.executor.run_tests([job])
         if result.status == SANDBOX_ERROR:
-            return CodeTestResult(0, spec.num_tests, error=result.message or "sandbox error")
+            return CodeTestResult(0, tests.num_tests, error=result.message or "sandbox error")
         return CodeTestResult(result.num_passed, result.num_tests,
                               details={"status": result.status,
                                        "outcomes": [(o.index, o.reason) for o in result.outcomes]})

@@ -21,15 +21,13 @@ Example::
 
 from __future__ import annotations
 
-import json
-import threading
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from rewards.clients import CodeExecutionClient, RewardModelClient, RewardModelRequest, TestSpec
+from rewards.clients import CodeExecutionClient, RewardModelClient, RewardModelRequest
 from rewards.config import DomainConfig, RewardConfig
 from rewards.extract import answer_part, extract_answer
 from rewards.format import format_coefficient
@@ -38,6 +36,7 @@ from rewards.length import dapo_overlong_penalty, group_overlong_rewards, length
 from rewards.repetition import repetition_coefficient
 from rewards.types import RewardResult, Sample, infer_thinking
 from rewards.verify import VerifierPool, default_pool, verify_answer
+from sandbox.spec import spec_from_ground_truth
 
 
 @dataclass
@@ -52,37 +51,12 @@ class _Base:
 
 
 def _choice_gold(ground_truth: str) -> str:
-    return ground_truth.strip().strip("()").strip().upper()
+    """The letter of a multiple-choice ground truth.
 
-
-def parse_test_spec(ground_truth: str, extra_info: Mapping[str, Any] | None = None) -> TestSpec:
-    """Our code ground truth ``{"fn_name", "inputs", "outputs"}`` (APPS-style rows without ``fn_name`` too).
-
-    Assert-style tests in ``extra_info["test_code"]`` (dataset convention) are passed on in ``extra["test_code"]``;
-    with them the ground truth may hold no inputs/outputs.
-
-    >>> parse_test_spec('{"fn_name": "add", "inputs": [[1, 2]], "outputs": [3]}')
-    TestSpec(fn_name='add', inputs=[[1, 2]], outputs=[3], extra={})
-    >>> parse_test_spec("", {"test_code": "assert add(1, 2) == 3"}).extra
-    {'test_code': 'assert add(1, 2) == 3'}
+    >>> _choice_gold(" (b) "), _choice_gold("C")
+    ('B', 'C')
     """
-    test_code = (extra_info or {}).get("test_code")
-    try:
-        data = json.loads(ground_truth)
-    except ValueError:
-        if not test_code:
-            raise
-        data = {}
-    if not isinstance(data, Mapping):
-        data = {}
-    if ("inputs" not in data or "outputs" not in data) and not test_code:
-        raise ValueError("code ground truth needs 'inputs' and 'outputs' (or extra_info['test_code'])")
-    extra = {k: v for k, v in data.items() if k not in ("fn_name", "inputs", "outputs")}
-    if test_code:
-        extra["test_code"] = test_code
-    return TestSpec(
-        fn_name=data.get("fn_name"), inputs=list(data.get("inputs", [])), outputs=list(data.get("outputs", [])), extra=extra
-    )
+    return ground_truth.strip().strip("()").strip().upper()
 
 
 class RewardRouter:
@@ -108,7 +82,6 @@ class RewardRouter:
         self.code_client = code_client
         self.rm_client = rm_client
         self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="mixrl-reward")
-        self._lock = threading.Lock()
 
     @property
     def pool(self) -> VerifierPool:
@@ -218,7 +191,7 @@ class RewardRouter:
         if self.code_client is None:
             return _Base(None, None, error="no code-execution client configured (domain pipeline 'code')")
         try:
-            tests = parse_test_spec(sample.ground_truth, sample.extra_info)
+            tests = spec_from_ground_truth(sample.ground_truth, sample.extra_info)
         except (ValueError, TypeError) as e:
             return _Base(None, None, error=f"bad code ground truth: {e}")
         program = extract_answer(sample.response, cfg.extractors)

@@ -19,11 +19,39 @@ import dataclasses
 import os
 import socket
 import time
+from dataclasses import dataclass
 
 import torch
 
-from rl.grpo_config import GRPOConfig
-from rl.rollout import RolloutEngine, RolloutSample, SamplingSettings
+from core.engine import RolloutEngine, RolloutSample, SamplingSettings
+from core.seeds import engine_seed
+from rewards import RewardResult, RewardRouter, Sample
+from rl.config import GRPOConfig
+
+
+@dataclass
+class RolloutResult:
+    """What a rollout actor returns for one request: the samples and their rewards, in sample order."""
+
+    samples: list[RolloutSample]
+    rewards: list[RewardResult]
+    time_generate_s: float
+    time_reward_s: float
+
+
+def build_reward_router(cfg: GRPOConfig) -> RewardRouter:
+    """The reward router of a run, with a sandbox client for code and a reward-model client found through the
+    registry for chat (without them those domains are masked, never scored 0)."""
+    from rewards import reward_config_from_dict
+    from rewards.code import make_code_client
+
+    rm_client = None
+    if cfg.reward_model_registry:
+        from reward_services.client import RewardModelServiceClient
+
+        rm_client = RewardModelServiceClient.from_registry(cfg.reward_model_registry)
+    return RewardRouter(reward_config_from_dict(cfg.rewards), code_client=make_code_client(sandbox_url=cfg.sandbox_url or None),
+                        rm_client=rm_client)
 
 
 def parse_cores(spec: str) -> list[int]:
@@ -43,9 +71,11 @@ class RolloutActor:
     """Ray actor around `RolloutEngine` plus a reward router (async: Ray runs its coroutines on the actor's loop)."""
 
     def __init__(self, model_path: str, rollout_cfg, seed: int):
+        from rl.weight_sync import WORKER_EXTENSION  # imports vLLM: only in the actor's process
+
         self.engine = RolloutEngine(model_path, dtype=rollout_cfg.dtype, max_model_len=rollout_cfg.max_model_len, seed=seed,
                                     kv_cache_gib=rollout_cfg.kv_cache_gib, weight_transfer_backend=rollout_cfg.weight_transfer_backend,
-                                    cpu_bind=rollout_cfg.cpu_bind)
+                                    worker_extension_cls=WORKER_EXTENSION, cpu_bind=rollout_cfg.cpu_bind)
         self.router = None
         self.reward_key = None
 
@@ -59,28 +89,24 @@ class RolloutActor:
         """Build this engine's reward router from the run's config (once per distinct reward setup)."""
         key = repr((cfg.rewards, cfg.sandbox_url, cfg.reward_model_registry))
         if key != self.reward_key:
-            from rl.loop import build_reward_router
-
             if self.router is not None:
                 self.router.close()
             self.router, self.reward_key = build_reward_router(cfg), key
 
-    async def rollout(self, request, meta: dict, global_step: int, length_terms: bool) -> dict:
+    async def rollout(self, request, template: Sample, global_step: int, length_terms: bool) -> RolloutResult:
         """Generate one item (a prompt's group or one of its samples) and score it as soon as it is done.
 
-        `meta` holds what the reward needs (data_source, ground_truth, ability, prompt, group_id, thinking,
-        extra_info). Scoring runs in a thread so that the engine's other requests keep generating. Returns
-        {"samples": [RolloutSample], "results": [RewardResult], "time_generate_s", "time_reward_s"}.
+        `template` is the reward's view of the prompt (`rewards.Sample` without a response: data_source,
+        ground_truth, ability, prompt, group_id, thinking, extra_info). Scoring runs in a thread so that the
+        engine's other requests keep generating.
         """
-        from rewards import Sample
-
         t0 = time.perf_counter()
         [group] = await self.engine.generate([request.prompt_ids], request.settings)
         t1 = time.perf_counter()
-        samples = [Sample(response=s.text, response_tokens=len(s.response_ids), **meta) for s in group]
-        results = await asyncio.get_running_loop().run_in_executor(
+        samples = [dataclasses.replace(template, response=s.text, response_tokens=len(s.response_ids)) for s in group]
+        rewards = await asyncio.get_running_loop().run_in_executor(
             None, lambda: self.router.score_batch(samples, global_step=global_step, length_terms=length_terms))
-        return {"samples": group, "results": results, "time_generate_s": t1 - t0, "time_reward_s": time.perf_counter() - t1}
+        return RolloutResult(group, rewards, time_generate_s=t1 - t0, time_reward_s=time.perf_counter() - t1)
 
     async def init_weight_transfer(self, init_info: dict) -> None:
         await self.engine.init_weight_transfer(init_info)
@@ -91,7 +117,8 @@ class RolloutActor:
     async def weight_version(self) -> int:
         return self.engine.weight_version
 
-    async def pid(self) -> int:
+    async def diagnostic_pid(self) -> int:
+        """The actor's process id (diagnostics: tests check that a crashed engine was replaced)."""
         return os.getpid()
 
     async def shutdown(self) -> None:
@@ -142,21 +169,21 @@ class TrainerActor:
     def set_optim(self, optim) -> None:
         self.trainer.set_optim(optim)
 
-    def step(self) -> int:
-        return self.trainer.step
-
     def parameter_checksum(self) -> float:
         return self.trainer.parameter_checksum()
 
-    def logprobs(self, batch) -> torch.Tensor:
+    # Diagnostics: not called by a run; tests and benchmarks use them to compare the trainer with the engines.
+
+    def diagnostic_logprobs(self, batch) -> torch.Tensor:
         """The policy's logprob of every next token of a `TrainBatch` [B, T-1] (for checks against the engine)."""
         from rl.trainer import sequence_logprobs
 
         with torch.no_grad():
             return sequence_logprobs(self.trainer.policy, batch.input_ids, batch.attention_mask, micro_batch=64)[0]
 
-    def greedy_hf(self, prompt_ids: list[list[int]], max_tokens: int) -> list[str]:
-        from sft.generate import generate_hf
+    def diagnostic_greedy_hf(self, prompt_ids: list[list[int]], max_tokens: int) -> list[str]:
+        """Greedy completions by transformers from the trainer's weights (to compare with the engine's)."""
+        from core.generate import generate_hf
 
         return generate_hf(self.trainer.policy, self.trainer.tokenizer, prompt_ids, max_tokens=max_tokens)
 
@@ -184,7 +211,7 @@ def new_rollout_actor(cfg: GRPOConfig, model_path: str, engine: int = 0):
     if p.rollout_cpu_bind:
         rollout_cfg = dataclasses.replace(rollout_cfg, cpu_bind=p.rollout_cpu_bind[engine % len(p.rollout_cpu_bind)])
     return ray.remote(num_cpus=p.rollout_cpus_per_engine, num_gpus=p.rollout_gpus_per_engine)(RolloutActor).remote(
-        model_path, rollout_cfg, cfg.seed + engine)
+        model_path, rollout_cfg, engine_seed(cfg.seed, engine))
 
 
 def start_rollout(cfg: GRPOConfig, model_path: str, engine: int = 0):

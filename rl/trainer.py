@@ -2,7 +2,7 @@
 
 One `train_step(batch)`: reference logprobs (no grad), behaviour logprobs (recomputed, or vLLM's — see
 `AlgoConfig.behaviour_logprobs`), the truncated importance weights of stale samples (`AlgoConfig.off_policy_correction`), then `updates_per_step` optimizer steps over micro-batches with gradient
-accumulation, AdamW, grad-norm clipping and the warm-up/cosine schedule of `sft.train_loop.lr_at`.
+accumulation, AdamW, grad-norm clipping and the warm-up/cosine schedule of `core.optim.lr_at`.
 
 Micro-batches are right-padded, not packed: GRPO groups share a prompt and responses are short, so padding
 waste is small at this scale, and padded rows keep a sequence's logprobs independent of its neighbours
@@ -16,6 +16,7 @@ process per actor, so only the unsharded path is exercised here.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from rl import algos
-from rl.grpo_config import AlgoConfig, GRPOTrainerConfig
+from rl.config import AlgoConfig, GRPOTrainerConfig
 
 
 @dataclass
@@ -56,6 +57,17 @@ def build_batch(sequences: list[tuple[list[int], list[int], list[float]]], advan
     return TrainBatch(ids, attn, resp, lps, torch.tensor(advantages, dtype=torch.float32))
 
 
+@dataclass
+class BeforeUpdate:
+    """What the update compares against, computed once per batch before the first optimizer step."""
+
+    reference: torch.Tensor | None  # [B, T-1] the frozen reference's logprobs (None without a KL term)
+    behaviour: torch.Tensor  # [B, T-1] the behaviour (proximal) policy's logprobs: the PPO ratio's denominator
+    is_weights: torch.Tensor | None  # [B, T-1] truncated importance weights of stale samples, or None
+    rollout_gap: float  # mean |trainer − vLLM| logprob on response tokens (0 when vLLM's are used directly)
+    time_reference_s: float
+
+
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, micro_batch: int,
                       with_entropy: bool = False, autocast: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logprob of every next token [B, T-1] (and its entropy), computed in micro-batches."""
@@ -84,8 +96,8 @@ class PolicyTrainer:
     """Owns the policy, the frozen reference, the optimizer and the step counter."""
 
     def __init__(self, model_path: str, trainer: GRPOTrainerConfig, algo: AlgoConfig, *, total_steps: int, seed: int = 0):
-        from sft.model import load_checkpoint
-        from sft.train_loop import build_optimizer
+        from core.model import load_checkpoint
+        from core.optim import build_optimizer
 
         if trainer.num_threads > 0:
             torch.set_num_threads(trainer.num_threads)
@@ -101,76 +113,89 @@ class PolicyTrainer:
         self.policy.eval()  # no dropout in Qwen2; eval() keeps logprobs deterministic
 
     def lr(self) -> float:
-        from sft.train_loop import lr_at
+        from core.optim import lr_at
 
         o = self.cfg.optim
         return lr_at(self.step, lr_peak=o.lr_peak, warmup_steps=o.lr_warmup_steps, total_steps=self.total_steps, min_ratio=o.lr_min_ratio)
 
     def train_step(self, batch: TrainBatch) -> dict[str, float]:
-        """Reference and behaviour logprobs, then the policy update(s). Returns metrics."""
-        import time
-
-        mb, autocast = self.cfg.micro_batch_sequences, self.cfg.dtype == "bfloat16"
-        mask = batch.response_mask
+        """Reference and behaviour logprobs, then `updates_per_step` optimizer steps. Returns metrics."""
         t0 = time.perf_counter()
-        with torch.no_grad():
-            ref = None
-            if self.reference is not None:
-                ref, _ = sequence_logprobs(self.reference, batch.input_ids, batch.attention_mask, micro_batch=mb, autocast=autocast)
-            t_ref = time.perf_counter() - t0
-            if self.algo.behaviour_logprobs == "recompute":
-                old, _ = sequence_logprobs(self.policy, batch.input_ids, batch.attention_mask, micro_batch=mb, autocast=autocast)
-            else:
-                old = batch.rollout_logprobs
-            mismatch = float(algos.masked_mean((old - batch.rollout_logprobs).abs(), mask)) if self.algo.behaviour_logprobs == "recompute" else 0.0
-            is_w = None  # off-policy correction of stale samples (AlgoConfig.off_policy_correction)
-            if self.algo.off_policy_correction == "tis" and self.algo.behaviour_logprobs == "recompute":
-                is_w = algos.truncated_importance_weights(old, batch.rollout_logprobs, self.algo.tis_cap)  # [B, T-1]
+        before = self.logprobs_before_update(batch)
         t1 = time.perf_counter()
         lr = self.lr()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         metrics: dict[str, float] = {}
-        total_tokens = mask.sum().clamp(min=1)
-        total_seqs = (mask.sum(-1) > 0).sum().clamp(min=1)
         for _ in range(self.cfg.updates_per_step):
-            self.optimizer.zero_grad(set_to_none=True)
-            sums: dict[str, float] = {}
-            for s in range(0, batch.input_ids.shape[0], mb):
-                sl = slice(s, s + mb)
-                m = mask[sl]
-                if m.sum() == 0:
-                    continue
-                logp, ent = sequence_logprobs(self.policy, batch.input_ids[sl], batch.attention_mask[sl], micro_batch=mb,
-                                              with_entropy=True, autocast=autocast)
-                loss, mets = algos.grpo_loss(
-                    logp, old[sl], None if ref is None else ref[sl], batch.advantages[sl], m,
-                    clip_low=self.algo.clip_ratio_low, clip_high=self.algo.clip_ratio_high, clip_ratio_c=self.algo.clip_ratio_c,
-                    kl_coef=self.algo.kl_coef, kl_estimator=self.algo.kl_estimator, agg_mode=self.algo.loss_agg_mode,
-                    horizon=mask.shape[-1], entropy=ent, entropy_coef=self.algo.entropy_coef,
-                    is_weights=None if is_w is None else is_w[sl])
-                # the micro-batch's share of the whole batch, so accumulated gradients equal the full-batch loss
-                weight = float(m.sum() / total_tokens) if self.algo.loss_agg_mode == "token-mean" else float((m.sum(-1) > 0).sum() / total_seqs)
-                (loss * weight).backward()
-                for k, v in mets.items():
-                    sums[k] = sums.get(k, 0.0) + v * weight
-                sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * weight
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.optim.grad_clip_norm)
-            self.optimizer.step()
-            metrics = {**sums, "grad_norm": float(grad_norm)}
+            metrics = self.optimizer_step(batch, before)
         self.step += 1
-        if is_w is not None:
-            metrics["is_weight_mean"] = float(algos.masked_mean(is_w, mask))
-            metrics["is_weight_truncated_fraction"] = float(algos.masked_mean((is_w >= self.algo.tis_cap).float(), mask))
-        metrics.update({"lr": lr, "trainer_rollout_logprob_gap": mismatch, "time_reference_s": t_ref,
+        mask = batch.response_mask
+        if before.is_weights is not None:
+            metrics["is_weight_mean"] = float(algos.masked_mean(before.is_weights, mask))
+            metrics["is_weight_truncated_fraction"] = float(algos.masked_mean((before.is_weights >= self.algo.tis_cap).float(), mask))
+        metrics.update({"lr": lr, "trainer_rollout_logprob_gap": before.rollout_gap, "time_reference_s": before.time_reference_s,
                         "time_train_s": time.perf_counter() - t1, "trained_tokens": float(mask.sum())})
         return metrics
+
+    @torch.no_grad()
+    def logprobs_before_update(self, batch: TrainBatch) -> "BeforeUpdate":
+        """The frozen reference's logprobs, the behaviour policy's (recomputed by the current weights, or vLLM's)
+        and the truncated importance weights of stale samples (`AlgoConfig.off_policy_correction`)."""
+        mb, autocast = self.cfg.micro_batch_sequences, self.cfg.dtype == "bfloat16"
+        t0 = time.perf_counter()
+        ref = None
+        if self.reference is not None:
+            ref, _ = sequence_logprobs(self.reference, batch.input_ids, batch.attention_mask, micro_batch=mb, autocast=autocast)
+        t_ref = time.perf_counter() - t0
+        recompute = self.algo.behaviour_logprobs == "recompute"
+        if recompute:
+            old, _ = sequence_logprobs(self.policy, batch.input_ids, batch.attention_mask, micro_batch=mb, autocast=autocast)
+        else:
+            old = batch.rollout_logprobs
+        gap = float(algos.masked_mean((old - batch.rollout_logprobs).abs(), batch.response_mask)) if recompute else 0.0
+        is_w = None
+        if self.algo.off_policy_correction == "tis" and recompute:
+            is_w = algos.truncated_importance_weights(old, batch.rollout_logprobs, self.algo.tis_cap)  # [B, T-1]
+        return BeforeUpdate(ref, old, is_w, gap, t_ref)
+
+    def optimizer_step(self, batch: TrainBatch, before: "BeforeUpdate") -> dict[str, float]:
+        """One optimizer step on the whole batch, accumulated over micro-batches; returns the loss metrics."""
+        mb, autocast = self.cfg.micro_batch_sequences, self.cfg.dtype == "bfloat16"
+        mask = batch.response_mask
+        total_tokens = mask.sum().clamp(min=1)
+        total_seqs = (mask.sum(-1) > 0).sum().clamp(min=1)
+        ref, old, is_w = before.reference, before.behaviour, before.is_weights
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for s in range(0, batch.input_ids.shape[0], mb):
+            sl = slice(s, s + mb)
+            m = mask[sl]
+            if m.sum() == 0:
+                continue
+            logp, ent = sequence_logprobs(self.policy, batch.input_ids[sl], batch.attention_mask[sl], micro_batch=mb,
+                                          with_entropy=True, autocast=autocast)
+            loss, mets = algos.grpo_loss(
+                logp, old[sl], None if ref is None else ref[sl], batch.advantages[sl], m,
+                clip_low=self.algo.clip_ratio_low, clip_high=self.algo.clip_ratio_high, clip_ratio_c=self.algo.clip_ratio_c,
+                kl_coef=self.algo.kl_coef, kl_estimator=self.algo.kl_estimator, agg_mode=self.algo.loss_agg_mode,
+                horizon=mask.shape[-1], entropy=ent, entropy_coef=self.algo.entropy_coef,
+                is_weights=None if is_w is None else is_w[sl])
+            # the micro-batch's share of the whole batch, so accumulated gradients equal the full-batch loss
+            weight = float(m.sum() / total_tokens) if self.algo.loss_agg_mode == "token-mean" else float((m.sum(-1) > 0).sum() / total_seqs)
+            (loss * weight).backward()
+            for k, v in mets.items():
+                sums[k] = sums.get(k, 0.0) + v * weight
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * weight
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.optim.grad_clip_norm)
+        self.optimizer.step()
+        return {**sums, "grad_norm": float(grad_norm)}
 
     # checkpoints --------------------------------------------------------------------------------------------
 
     def save(self, path: str | Path, extra: dict) -> Path:
         """Policy in Hugging Face format, plus optimizer, step, RNG and the loop's `extra` state."""
-        from sft.model import save_checkpoint
+        from core.model import save_checkpoint
 
         path = Path(path)
         save_checkpoint(self.policy, self.tokenizer, path / "policy")
@@ -200,11 +225,10 @@ class PolicyTrainer:
 
     def set_optim(self, optim) -> None:
         """New hyperparameters on resume (the report restarts with new ones to break plateaus)."""
+        from core.optim import apply_optim_config
+
         self.cfg.optim = optim
-        for group in self.optimizer.param_groups:
-            group["betas"] = (optim.adam_beta1, optim.adam_beta2)
-            if group["weight_decay"]:
-                group["weight_decay"] = optim.weight_decay
+        apply_optim_config(self.optimizer, optim)
 
     def parameter_checksum(self) -> float:
         return float(sum(p.detach().double().sum() for p in self.policy.parameters()))

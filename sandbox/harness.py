@@ -4,6 +4,8 @@
     spec = TestSpec.call("add", inputs=[[1, 2]], outputs=[3])
     run_tests(sandbox, "def add(a, b):\\n    return a + b", spec).passed      # True
 
+The test spec and the parser of code ground truth live in :mod:`sandbox.spec` (imported here too).
+
 Never exit-code-only, never ``==`` in this process on objects the code returned:
 - **stdio**: one isolated run per test; the parent compares stdout with LiveCodeBench's rules: both sides
   ``strip()``ped, split on "\\n", each line ``strip()``ped (so trailing spaces, ``\\r`` and blank lines at the ends
@@ -41,111 +43,9 @@ from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 
 from sandbox.isolation import LANGUAGES, OK, SANDBOX_ERROR, ExecutionResult, Limits, Sandbox
+from sandbox.spec import ASSERT, CALL, STDIO, TestSpec, spec_from_ground_truth  # noqa: F401 - re-exported
 
-STDIO, CALL, ASSERT = "stdio", "call", "assert"
 PASSED, FAILED = "passed", "failed"
-
-
-@dataclass(frozen=True)
-class TestSpec:
-    """What to test. ``inputs``/``outputs`` for stdio (strings) and call (argument lists / return values)."""
-
-    __test__ = False  # not a pytest class
-
-    kind: str
-    inputs: tuple = ()
-    outputs: tuple = ()
-    fn_name: str | None = None
-    test_code: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in (STDIO, CALL, ASSERT):
-            raise ValueError(f"unknown test kind {self.kind!r}; valid: {STDIO}, {CALL}, {ASSERT}")
-        if self.kind == ASSERT and not self.test_code:
-            raise ValueError("assert tests need test_code")
-        if self.kind in (STDIO, CALL) and len(self.inputs) != len(self.outputs):
-            raise ValueError(f"{len(self.inputs)} inputs but {len(self.outputs)} outputs")
-        if self.kind in (STDIO, CALL) and not self.inputs:
-            raise ValueError("no test cases")
-        if self.kind == CALL and not self.fn_name:
-            raise ValueError("call tests need fn_name")
-
-    @classmethod
-    def stdio(cls, inputs, outputs) -> "TestSpec":
-        join = lambda x: "\n".join(map(str, x)) if isinstance(x, list) else str(x)  # noqa: E731
-        return cls(STDIO, tuple(join(i) for i in inputs), tuple(join(o) for o in outputs))
-
-    @classmethod
-    def call(cls, fn_name: str, inputs, outputs) -> "TestSpec":
-        return cls(CALL, tuple(_call_args(i) for i in inputs), tuple(outputs), fn_name=fn_name)
-
-    @classmethod
-    def asserts(cls, test_code: str) -> "TestSpec":
-        return cls(ASSERT, test_code=test_code)
-
-    @property
-    def num_tests(self) -> int:
-        return 1 if self.kind == ASSERT else len(self.inputs)
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "inputs": list(self.inputs), "outputs": list(self.outputs),
-                "fn_name": self.fn_name, "test_code": self.test_code}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TestSpec":
-        kind = d.get("kind")
-        if kind == STDIO:
-            return cls.stdio(d["inputs"], d["outputs"])
-        if kind == CALL:
-            return cls.call(d["fn_name"], d["inputs"], d["outputs"])
-        if kind == ASSERT:
-            return cls.asserts(d["test_code"])
-        raise ValueError(f"unknown test kind {kind!r}; valid: {STDIO}, {CALL}, {ASSERT}")
-
-
-def _call_args(x) -> list:
-    """A call's arguments: a list, or LiveCodeBench's string of one JSON value per line."""
-    if isinstance(x, str):
-        return [json.loads(line) for line in x.split("\n") if line.strip()]
-    if isinstance(x, (list, tuple)):
-        return list(x)
-    raise ValueError(f"call inputs must be argument lists or JSON-lines strings, got {type(x).__name__}")
-
-
-def spec_from_ground_truth(ground_truth, extra_info: dict | None = None) -> TestSpec:
-    """The dataset convention: ``extra_info["test_code"]`` (assert-style) wins; else ``ground_truth`` is JSON
-    ``{"fn_name", "inputs", "outputs"}`` (call) or ``{"inputs", "outputs"}`` (stdio, verl/prime convention).
-
-    >>> spec_from_ground_truth('{"inputs": ["1 2\\\\n"], "outputs": ["3\\\\n"]}').kind
-    'stdio'
-    >>> spec_from_ground_truth('{"fn_name": "f", "inputs": [[1]], "outputs": [2]}').fn_name
-    'f'
-    """
-    if extra_info and extra_info.get("test_code"):
-        return TestSpec.asserts(extra_info["test_code"])
-    gt = json.loads(ground_truth) if isinstance(ground_truth, (str, bytes)) else ground_truth
-    if not isinstance(gt, dict) or "inputs" not in gt or "outputs" not in gt:
-        raise ValueError("ground_truth must hold 'inputs' and 'outputs' (or extra_info must hold 'test_code')")
-    if gt.get("fn_name"):
-        inputs, outputs = gt["inputs"], gt["outputs"]
-        if inputs and all(isinstance(i, str) for i in inputs):
-            inputs, outputs = _decode_prime_call_cases(inputs, outputs)
-        return TestSpec.call(gt["fn_name"], inputs, outputs)
-    return TestSpec.stdio(gt["inputs"], gt["outputs"])
-
-
-def _decode_prime_call_cases(inputs: list[str], outputs: list) -> tuple[list[list], list]:
-    """verl/prime function-call cases: each input is one JSON argument per line, each output a JSON string.
-
-    >>> _decode_prime_call_cases(['1\\n[2, 3]'], ['"ab"'])
-    ([[1, [2, 3]]], ['ab'])
-    """
-    try:
-        args = [[json.loads(line) for line in text.split("\n") if line.strip()] for text in inputs]
-        expected = [json.loads(o) if isinstance(o, str) else o for o in outputs]
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"function-call test cases with string inputs must hold one JSON value per line: {exc}") from None
-    return args, expected
 
 
 @dataclass

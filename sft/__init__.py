@@ -1,1 +1,1 @@
-"""Supervised training: tokenizer and tiny-model factory, compact pretraining, SFT with thinking-mode fusion."""
+"""Supervised training: compact pretraining, SFT with thinking-mode fusion, packing, logit distillation."""

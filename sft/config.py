@@ -1,7 +1,7 @@
-"""Schemas of the supervised recipes: compact pretraining, SFT with thinking-mode fusion, and evaluation.
+"""Schemas of the supervised recipes: compact pretraining and SFT with thinking-mode fusion.
 
 Each dataclass is the schema of one recipe kind; YAML recipes in `recipes/` override its defaults (see
-`rl/config.py` for loading, overrides and error messages). Names carry their unit (`_tokens`, `_steps`,
+`core/config.py` for loading, overrides and error messages). Names carry their unit (`_tokens`, `_steps`,
 `_rows`) and scope (`train.`, `model.`), as STYLE.md asks.
 """
 
@@ -10,58 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Dtype = Literal["float32", "bfloat16"]
-
-
-@dataclass
-class SyntheticDataConfig:
-    """Which synthetic datasets to generate (see `sft/data/synthetic.py`)."""
-
-    out_dir: str = "runs/data"
-    # rows of the train split per domain (the domains generated are these keys); math gets the most because
-    # the tiny model's arithmetic improves with unique problems far more than with repeated epochs
-    train_rows: dict[str, int] = field(default_factory=lambda: {"math": 20000, "code": 1500, "ifeval": 1500, "chat": 1000})
-    test_rows_per_domain: int = 200
-    # per-domain override of test_rows_per_domain: the quickstart's GRPO stage evaluates on one narrow slice of
-    # math (level-1 division), which needs a larger test split to hold enough of it
-    test_rows: dict[str, int] = field(default_factory=dict)
-    seed: int = 0
+from core.sections import Dtype, ModelConfig, OptimConfig, SyntheticDataConfig
 
 
 @dataclass
 class TokenizerConfig:
-    """Byte-level BPE trained on the pretraining corpus; special tokens are fixed (`sft/tokenizer.py`)."""
+    """Byte-level BPE trained on the pretraining corpus; special tokens are fixed (`core/tokenizer.py`)."""
 
     vocab_size: int = 1024
     min_frequency: int = 2
     training_docs: int = 20000
-
-
-@dataclass
-class ModelConfig:
-    """A Qwen2-architecture decoder, saved in Hugging Face format (vLLM and transformers load it)."""
-
-    hidden_size: int = 256
-    num_layers: int = 4
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    intermediate_size: int = 704
-    max_position_embeddings: int = 1024
-    rope_theta: float = 10000.0
-    tie_word_embeddings: bool = True
-
-
-@dataclass
-class OptimConfig:
-    """AdamW with linear warm-up then cosine decay to `lr_min_ratio * lr_peak`."""
-
-    lr_peak: float = 3e-3
-    lr_min_ratio: float = 0.1
-    lr_warmup_steps: int = 50
-    weight_decay: float = 0.1
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
-    grad_clip_norm: float = 1.0
 
 
 @dataclass
@@ -75,8 +33,11 @@ class PackedTrainConfig:
     dtype: Dtype = "float32"
     log_every_steps: int = 20
     num_threads: int = 0  # torch intra-op threads; 0 = all cores
-    save_every_steps: int = 100  # training-state checkpoint (weights, optimizer, data order, RNG); 0 = never
-    resume: bool = False  # continue from RUN_DIR/checkpoint if one exists (hyperparameters may be overridden)
+    # training-state checkpoints (weights, optimizer, data order, RNG) in RUN_DIR/checkpoints/step_N, every this
+    # many steps and at the end (0 = only at the end); the vocabulary of core/checkpoint.py, shared with GRPO
+    checkpoint_every_steps: int = 100
+    keep_checkpoints: int = 2
+    resume: str = ""  # "" = fresh; "auto" = this run's latest checkpoint if any; or a run dir / checkpoint folder
 
 
 @dataclass
@@ -145,32 +106,3 @@ class SFTConfig:
     train: PackedTrainConfig = field(default_factory=lambda: PackedTrainConfig(max_steps=0, max_minutes=4.0, dtype="bfloat16"))
     distill: DistillConfig = field(default_factory=DistillConfig)
 
-
-@dataclass
-class EvalConfig:
-    """`mixrl eval MODEL_DIR`: accuracy per domain and mode, and thinking-switch reliability."""
-
-    model_path: str = "runs/sft_thinking/final"
-    out_dir: str = ""  # default: MODEL_DIR/eval
-    backend: Literal["vllm", "hf"] = "vllm"
-    dtype: Dtype = "float32"
-    data_dir: str = "runs/data"
-    domains: list[str] = field(default_factory=lambda: ["math", "code", "ifeval"])
-    prompts_per_domain: int = 100
-    max_response_tokens: int = 256
-    thinking_token_budget: int = 0  # vLLM's explicit thinking budget; 0 = none
-    multiturn_prompts: int = 50  # held-out two-turn chats probing that only the current turn's token counts
-    sandbox_url: str = ""  # code answers run in a local sandbox pool unless a `mixrl serve-sandbox` URL is given
-    backend_check_prompts: int = 8  # with backend vllm: also decode these with transformers and compare greedy outputs
-    seed: int = 0
-
-
-@dataclass
-class QuickstartConfig:
-    """`mixrl quickstart`: data, pretraining, SFT and evaluation on the embedded tiny default."""
-
-    run_root: str = "runs/quickstart"
-    # a larger math test split: the GRPO stage is evaluated on its level-1 division prompts (~80 of 4000 rows)
-    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(data=SyntheticDataConfig(test_rows={"math": 4000})))
-    sft: SFTConfig = field(default_factory=SFTConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)

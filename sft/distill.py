@@ -36,7 +36,7 @@ def load_teacher(teacher_path: str | None, student_tokenizer):
     """The frozen teacher for logit alignment, or None; refuses a teacher whose vocabulary differs."""
     if not teacher_path:
         return None
-    from sft.model import load_checkpoint
+    from core.model import load_checkpoint
 
     teacher, teacher_tokenizer = load_checkpoint(teacher_path)
     if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():

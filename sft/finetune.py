@@ -15,32 +15,15 @@ import random
 import time
 from pathlib import Path
 
-from sft.chat import thinking_answer, tokenize_chat, with_switch
+from core.chat import prompt_context, render_turn, tokenize_chat
+from core.config import write_resolved_config
+from core.data import DataError, load_rows
+from core.model import count_parameters, load_checkpoint, save_checkpoint
+from core.tokenizer import ENDOFTEXT, single_token_id
 from sft.config import SFTConfig, SFTSource
+from sft.distill import load_teacher
 from sft.packing import pack_samples
-from sft.tokenizer import ENDOFTEXT, single_token_id
 from sft.train_loop import set_threads, train_packed
-
-
-def _query(row: dict) -> str:
-    return next(m["content"] for m in reversed(row["prompt"]) if m["role"] == "user")
-
-
-def prompt_context(row: dict) -> list[dict]:
-    """The row's prompt messages before its last user turn (system prompt, earlier turns)."""
-    messages = list(row["prompt"])
-    last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
-    return messages[:last_user]
-
-
-def render_turn(row: dict, think: bool) -> list[dict]:
-    """The user turn and the assistant answer of one row, in thinking or direct mode."""
-    extra = row.get("extra_info") or {}
-    query, response = _query(row), extra["response"]
-    if think:
-        return [{"role": "user", "content": with_switch(query)},
-                {"role": "assistant", "content": thinking_answer(extra.get("reasoning", ""), response)}]
-    return [{"role": "user", "content": query}, {"role": "assistant", "content": response}]
 
 
 def render_row(row: dict, mode: str, partner: dict | None = None, flip: bool = False) -> list[list[dict]]:
@@ -76,8 +59,6 @@ def source_chats(source: SFTSource, rows: list[dict], rng: random.Random) -> lis
 
 def check_sft_rows(rows: list[dict], path: str, mode: str) -> None:
     """SFT renders `extra_info.response` (and `reasoning` in thinking modes): name the first row lacking them."""
-    from sft.data.loader import DataError
-
     if not rows:
         raise DataError(f"{path}: no rows")
     needs = ["response"] + (["reasoning"] if mode != "direct" else [])
@@ -90,8 +71,6 @@ def check_sft_rows(rows: list[dict], path: str, mode: str) -> None:
 
 def build_sft_samples(cfg: SFTConfig, tokenizer) -> tuple[list[tuple[list[int], list[int]]], dict[str, int]]:
     """Tokenized (ids, labels) samples of every source, shuffled together; also the chat count per source."""
-    from sft.data.loader import load_rows
-
     rng = random.Random(cfg.seed)
     chats: list[list[dict]] = []
     counts: dict[str, int] = {}
@@ -107,17 +86,12 @@ def build_sft_samples(cfg: SFTConfig, tokenizer) -> tuple[list[tuple[list[int], 
 
 
 def run_sft(cfg: SFTConfig) -> dict:
-    """Run the SFT recipe from `cfg.base_model_path`; saves RUN_DIR/final and RUN_DIR/summary.json."""
-    from rl.config import write_resolved_config
-    from sft.distill import load_teacher
-    from sft.model import count_parameters, load_checkpoint, save_checkpoint
-    from sft.pretrain import ensure_datasets
-
+    """Run the SFT recipe from `cfg.base_model_path` on datasets already on disk (`mixrl sft` makes the synthetic
+    ones first); saves RUN_DIR/final and RUN_DIR/summary.json."""
     run_dir = Path(cfg.run_dir)
     write_resolved_config(cfg, run_dir)
     set_threads(cfg.train.num_threads)
     t0 = time.perf_counter()
-    ensure_datasets(cfg.data)
     model, tokenizer = load_checkpoint(cfg.base_model_path)
     samples, counts = build_sft_samples(cfg, tokenizer)
     rows, stats = pack_samples(samples, cfg.train.sequence_tokens, pad_id=single_token_id(tokenizer, ENDOFTEXT))

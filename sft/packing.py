@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sft.chat import IGNORE_INDEX
+from core.chat import IGNORE_INDEX
 
 
 @dataclass

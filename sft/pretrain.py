@@ -3,8 +3,8 @@
 Run:
     mixrl pretrain recipes/pretrain_tiny.yaml [section.key=value ...]
 
-Steps: generate the synthetic corpus (if absent) -> train a byte-level BPE tokenizer with the chat and
-thinking-mode tokens -> pack documents into rows -> train with warm-up + cosine decay, optionally distilling
+Steps (`mixrl pretrain` first generates the synthetic corpus into `data.out_dir` if absent; this stage only
+reads it): train a byte-level BPE tokenizer with the chat and thinking-mode tokens -> pack documents into rows -> train with warm-up + cosine decay, optionally distilling
 from a teacher's logits -> save Hugging Face format to RUN_DIR/final -> held-out synthetic-math accuracy.
 The report prunes a 7B teacher into the 3B student; pruning is out of scope here, distillation is in.
 """
@@ -14,38 +14,21 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict
 from pathlib import Path
 
-from sft.config import PretrainConfig, SyntheticDataConfig
 from transformers import AutoTokenizer
 
+from core.config import write_resolved_config
+from core.data import DataError, load_rows
+from core.generate import generate_hf
+from core.model import build_model, count_parameters, save_checkpoint
+from core.sections import SyntheticDataConfig
+from core.tokenizer import ENDOFTEXT, single_token_id, train_tokenizer
+from rewards.verdict import score_response
+from sft.config import PretrainConfig
 from sft.distill import load_teacher
-from sft.model import build_model, count_parameters, save_checkpoint
 from sft.packing import pack_samples
-from sft.tokenizer import ENDOFTEXT, single_token_id, train_tokenizer
 from sft.train_loop import set_threads, train_packed
-
-
-def ensure_datasets(cfg: SyntheticDataConfig) -> Path:
-    """Generate the synthetic datasets into `cfg.out_dir` unless every requested file is already there."""
-    from sft.data.synthetic import generate_datasets
-
-    out = Path(cfg.out_dir)
-    unknown = sorted(set(cfg.test_rows) - set(cfg.train_rows))
-    if unknown:
-        raise ValueError(f"data.test_rows: {unknown} are not generated domains (data.train_rows has {sorted(cfg.train_rows)})")
-    wanted = [out / d / f"{s}.parquet" for d in cfg.train_rows for s in ("train", "test")]
-    stamp = out / "generated_with.json"
-    spec = asdict(cfg)
-    if all(p.exists() for p in wanted) and stamp.exists() and json.loads(stamp.read_text()) == spec:
-        return out
-    t0 = time.perf_counter()
-    for domain, rows in cfg.train_rows.items():
-        generate_datasets(out, rows, cfg.test_rows.get(domain, cfg.test_rows_per_domain), seed=cfg.seed, domains=[domain])
-    stamp.write_text(json.dumps(spec))
-    print(f"[data] generated {dict(cfg.train_rows)} train rows into {out} in {time.perf_counter() - t0:.1f}s", flush=True)
-    return out
 
 
 def row_to_document(row: dict) -> str:
@@ -57,19 +40,18 @@ def row_to_document(row: dict) -> str:
 
 
 def pretraining_documents(cfg: SyntheticDataConfig) -> list[str]:
-    """Documents from every domain's train split, interleaved deterministically."""
-    from sft.data.loader import load_rows
-
-    data_dir = ensure_datasets(cfg)
-    docs = [row_to_document(r) for d in cfg.train_rows for r in load_rows(data_dir / d / "train.parquet")]
+    """Documents from every domain's train split (`data.out_dir/DOMAIN/train.parquet`), interleaved deterministically."""
+    paths = [Path(cfg.out_dir) / d / "train.parquet" for d in cfg.train_rows]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise DataError(f"pretraining data missing: {', '.join(missing)} (`mixrl pretrain` and `mixrl data` make them)")
+    docs = [row_to_document(r) for p in paths for r in load_rows(p)]
     random.Random(cfg.seed).shuffle(docs)
     return docs
 
 
 def run_pretrain(cfg: PretrainConfig) -> dict:
-    """Run the whole pretraining recipe; returns a summary (also written to RUN_DIR/summary.json)."""
-    from rl.config import write_resolved_config
-
+    """Run the whole pretraining recipe on datasets already on disk; returns a summary (also RUN_DIR/summary.json)."""
     run_dir = Path(cfg.run_dir)
     write_resolved_config(cfg, run_dir)
     set_threads(cfg.train.num_threads)
@@ -99,8 +81,6 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
         teacher=teacher, distill=cfg.distill,
     )
     final = save_checkpoint(model, tokenizer, run_dir / "final")
-    from sft.evaluate import base_model_math_accuracy
-
     accuracy = base_model_math_accuracy(model, tokenizer, Path(cfg.data.out_dir) / "math" / "test.parquet", max_rows=200)
     result = {
         "stage": "pretrain",
@@ -119,3 +99,13 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     (run_dir / "summary.json").write_text(json.dumps(result, indent=2))
     print(f"[pretrain] done: {json.dumps(result)}", flush=True)
     return result
+
+
+def base_model_math_accuracy(model, tokenizer, test_path: str | Path, *, max_rows: int = 200, max_tokens: int = 96) -> float:
+    """Held-out accuracy of a base (pretrained, not chat) model: complete the plain-text problem."""
+    rows = load_rows(test_path)[:max_rows]
+    prompts = [tokenizer.encode(r["prompt"][-1]["content"] + "\n", add_special_tokens=False) for r in rows]
+    texts = generate_hf(model, tokenizer, prompts, max_tokens=max_tokens)
+    scores = [score_response(r, t.split(ENDOFTEXT)[0]) for r, t in zip(rows, texts)]
+    scored = [s for s in scores if s is not None]
+    return round(sum(scored) / max(1, len(scored)), 4)

@@ -16,10 +16,15 @@ from pathlib import Path
 
 import torch
 
-from sft.config import DistillConfig, OptimConfig, PackedTrainConfig
+from core.checkpoint import find_resume_checkpoint, save_checkpoint
+from core.metrics import MetricsLogger
+from core.optim import apply_optim_config, build_optimizer, lr_at
+from core.sections import OptimConfig
+from sft.config import DistillConfig, PackedTrainConfig
 from sft.distill import distillation_loss
-from sft.metrics import MetricsLogger
 from sft.packing import collate_rows, token_losses
+
+STATE_FILE = "state.pt"
 
 
 @dataclass
@@ -31,51 +36,25 @@ class TrainSummary:
     tokens_per_s: float
 
 
-def lr_at(step: int, *, lr_peak: float, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
-    """Linear warm-up to `lr_peak` over `warmup_steps`, then cosine decay to `min_ratio * lr_peak`.
-
-    >>> lr_at(0, lr_peak=1.0, warmup_steps=10, total_steps=110, min_ratio=0.1)
-    0.1
-    >>> lr_at(110, lr_peak=1.0, warmup_steps=10, total_steps=110, min_ratio=0.1)
-    0.1
-    """
-    if step < warmup_steps:
-        return lr_peak * (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return lr_peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay only on matrices (not norms, biases)."""
-    decay, no_decay = [], []
-    for p in {id(p): p for p in model.parameters() if p.requires_grad}.values():
-        (decay if p.dim() >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr_peak, betas=(cfg.adam_beta1, cfg.adam_beta2))
-
-
-def save_training_state(path: Path, model, optimizer, rng: random.Random, *, step: int, order: list[int],
-                        trained_tokens: int) -> None:
-    """Everything needed to continue exactly: weights, optimizer moments, data order, RNG states, step.
-
-    Written to a temporary file and renamed, so a kill mid-write leaves the previous checkpoint intact.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_training_state(run_dir: str | Path, model, optimizer, rng: random.Random, *, step: int, order: list[int],
+                        trained_tokens: int, keep: int) -> Path:
+    """Everything needed to continue exactly — weights, optimizer moments, data order, RNG states, step — as
+    RUN_DIR/checkpoints/step_N/state.pt (`core.checkpoint`: complete or absent, never half written)."""
     state = {
         "step": step, "order": list(order), "trained_tokens": trained_tokens,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "python_rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    return save_checkpoint(run_dir, step, lambda folder: torch.save(state, folder / STATE_FILE), keep=keep)
 
 
-def load_training_state(path: Path, model, optimizer, rng: random.Random) -> tuple[int, list[int], int]:
-    """Restore a `save_training_state` checkpoint in place; returns (step, data order, trained tokens)."""
-    state = torch.load(path, weights_only=False)
+def load_training_state(checkpoint: Path, model, optimizer, rng: random.Random, optim: OptimConfig) -> tuple[int, list[int], int]:
+    """Restore a `save_training_state` checkpoint in place, with `optim`'s hyperparameters (this invocation's, not
+    the saved run's); returns (step, data order, trained tokens)."""
+    state = torch.load(checkpoint / STATE_FILE, weights_only=False)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    apply_optim_config(optimizer, optim)
     rng.setstate(state["python_rng"])
     torch.set_rng_state(state["torch_rng"])
     return state["step"], state["order"], state["trained_tokens"]
@@ -119,10 +98,12 @@ def train_packed(
     trained_tokens = 0
     loss_value = float("nan")
     step = 0
-    checkpoint = Path(run_dir) / "checkpoint" / "state.pt"
-    if train.resume and checkpoint.exists():
-        step, order, trained_tokens = load_training_state(checkpoint, model, optimizer, rng)
+    saved: Path | None = None
+    checkpoint = find_resume_checkpoint(train.resume, run_dir)
+    if checkpoint is not None:
+        step, order, trained_tokens = load_training_state(checkpoint, model, optimizer, rng, optim)
         print(f"[{stage}] resumed from {checkpoint} at step {step}", flush=True)
+    first_step = step
     with MetricsLogger(run_dir, stage=stage, total_steps=total_steps, print_every=train.log_every_steps) as log:
         while step < total_steps:
             if train.max_minutes and time.perf_counter() - start > train.max_minutes * 60:
@@ -160,8 +141,12 @@ def train_packed(
             metrics["loss"] = loss_value
             metrics["grad_norm"] = float(grad_norm)
             log.log(step, metrics, tokens=tokens)
-            if train.save_every_steps and step % train.save_every_steps == 0 and step < total_steps:
-                save_training_state(checkpoint, model, optimizer, rng, step=step, order=order, trained_tokens=trained_tokens)
+            if train.checkpoint_every_steps and step % train.checkpoint_every_steps == 0:
+                saved = save_training_state(run_dir, model, optimizer, rng, step=step, order=order,
+                                            trained_tokens=trained_tokens, keep=train.keep_checkpoints)
+        if step > first_step and (saved is None or saved.name != f"step_{step}"):  # the end (or the time box) is a checkpoint too
+            save_training_state(run_dir, model, optimizer, rng, step=step, order=order, trained_tokens=trained_tokens,
+                                keep=train.keep_checkpoints)
         log.plot(["loss", "lr", "tokens_per_s"] + (["kd"] if teacher is not None else []))
     seconds = time.perf_counter() - start
     model.eval()

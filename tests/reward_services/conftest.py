@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def chat_pairs(n: int, split: str, seed: int):
     from reward_services.train import PreferencePair
-    from sft.data.chat_prompts import generate_chat
+    from mixrl.data.chat_prompts import generate_chat
 
     return [PreferencePair(r["prompt"][-1]["content"], r["extra_info"]["chosen"], r["extra_info"]["rejected"])
             for r in generate_chat(n, split, seed)]
@@ -25,7 +25,7 @@ def chat_pairs(n: int, split: str, seed: int):
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from sft.tokenizer import train_tokenizer
+    from core.tokenizer import train_tokenizer
 
     pairs = chat_pairs(200, "train", 0)
     return train_tokenizer([p.prompt + "\n" + p.chosen + "\n" + p.rejected for p in pairs], vocab_size=400)

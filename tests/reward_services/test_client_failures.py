@@ -278,8 +278,8 @@ def test_graceful_drain_under_load_loses_nothing(fleet, registry):
 def test_grpo_run_scores_chat_through_a_service_found_in_its_registry(fleet, registry):
     """A GRPO recipe's `reward_model_registry` gives its reward router a client that finds the RM service."""
     from rewards.types import Sample
-    from rl.grpo_config import GRPOConfig
-    from rl.loop import build_reward_router
+    from rl.config import GRPOConfig
+    from rl.actors import build_reward_router
 
     fleet(1)
     router = build_reward_router(GRPOConfig(reward_model_registry=f"local:{registry.root}"))

@@ -50,8 +50,8 @@ def test_digest_changes_with_weights(rm_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def judge_dir(tmp_path_factory, tiny_tokenizer):
-    from sft.config import ModelConfig
-    from sft.model import build_model
+    from core.sections import ModelConfig
+    from core.model import build_model
 
     path = tmp_path_factory.mktemp("judge") / "model"
     model = build_model(ModelConfig(hidden_size=64, num_layers=1, num_attention_heads=2, num_key_value_heads=1,
@@ -61,26 +61,85 @@ def judge_dir(tmp_path_factory, tiny_tokenizer):
     return path
 
 
-def test_generative_judge_unparseable_output_is_a_per_item_error(judge_dir):
-    """An untrained causal LM writes no 0..10 score: each item is UNPARSEABLE with its judge text, never 0; the
-    server answers the batch normally."""
+class ScriptedJudge:
+    """Stands in for the judge's causal LM: for each row it reads the judging prompt (the unpadded tokens) and
+    "writes" the reply scripted for the response in it, so the test knows every item's judge output."""
+
+    def __init__(self, tokenizer, replies: dict[str, str]) -> None:
+        self.tokenizer, self.replies = tokenizer, replies
+        self.prompts: list[str] = []
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, pad_token_id, **kw):
+        import torch
+
+        rows = []
+        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):
+            prompt = self.tokenizer.decode([t for t, m in zip(ids, mask) if m])
+            self.prompts.append(prompt)
+            (reply,) = [r for response, r in self.replies.items() if f"Response: {response}\n" in prompt]
+            new = self.tokenizer.encode(reply, add_special_tokens=False)
+            assert len(new) <= max_new_tokens, (reply, len(new))
+            rows.append(new + [pad_token_id] * (max_new_tokens - len(new)))
+        return torch.cat([input_ids, torch.tensor(rows, dtype=input_ids.dtype)], dim=1)
+
+
+def test_generative_judge_scores_each_item_from_its_own_output(judge_dir):
+    """Through the server and the client: each item's reward is its own judge output's 0..10 number scaled to
+    [0, 1] (a written 0 is a real 0.0); output without an on-scale number is UNPARSEABLE with reward None, never 0,
+    and does not fail the other items of the batch. The reference reaches the judging prompt when given."""
+    from reward_services.client import ClientConfig, RewardServiceClient
+
     scorer = load_scorer(judge_dir)
     assert scorer.kind == "generative"
+    replies = {"Hello there!": " 9 - friendly", "Goodbye.": "great answer", "Whatever.": "42",
+               "Fine, thanks.": " 3.5", "No.": " 0", "Perfect answer.": "10/10", "Meh.": "-1"}
+    scorer.model = ScriptedJudge(scorer.tokenizer, replies)
+    scorer.max_new_tokens = 16
+    items = [ScoreItem("a", prompt="Say hi.", response="Hello there!", reference="Hi!"),
+             ScoreItem("b", prompt="Say bye.", response="Goodbye."),
+             ScoreItem("c", prompt="Anything?", response="Whatever."),
+             ScoreItem("d", prompt="How are you doing today, my friend?", response="Fine, thanks."),
+             ScoreItem("e", prompt="Is it?", response="No."),
+             ScoreItem("f", prompt="Answer.", response="Perfect answer."),
+             ScoreItem("g", prompt="Rate.", response="Meh.")]
     server = RewardServer(scorer, ServerConfig(model_name="judge", port=0)).start()
     try:
-        with grpc.insecure_channel(server.address) as ch:
-            resp = pbg.RewardServiceStub(ch).Score(pb.ScoreRequest(samples=[
-                pb.Sample(id="a", prompt="Say hi.", response="Hello there!", reference="Hi!"),
-                pb.Sample(id="b", prompt="Say bye.", response="Goodbye."),
-            ]), timeout=60)
-        assert [r.id for r in resp.results] == ["a", "b"]
-        for r in resp.results:
-            if r.error == pb.OK:
-                assert 0.0 <= r.reward <= 1.0
-            else:
-                assert r.error == pb.UNPARSEABLE and r.reward == 0.0 and r.error_message
+        with RewardServiceClient("judge", addresses=[server.address], config=ClientConfig(deadline_s=60)) as client:
+            results = {r.id: r for r in client.score(items)}
     finally:
         server.drain(timeout_s=5)
+
+    assert [results[k].error for k in "abcdefg"] == [
+        ErrorCode.OK, ErrorCode.UNPARSEABLE, ErrorCode.UNPARSEABLE, ErrorCode.OK, ErrorCode.OK, ErrorCode.OK,
+        ErrorCode.UNPARSEABLE]
+    assert results["a"].reward == pytest.approx(0.9) and results["a"].judge_text == " 9 - friendly"
+    assert results["d"].reward == pytest.approx(0.35)
+    assert results["e"].reward == 0.0 and results["e"].ok  # the judge wrote 0: a score, not an error
+    assert results["f"].reward == pytest.approx(1.0)
+    for k, text in (("b", "great answer"), ("c", "42"), ("g", "-1")):  # no number; above 10; below 0
+        assert results[k].reward is None and results[k].error_message and results[k].judge_text == text
+    # the judge read the reference of the item that has one, and no "Reference:" line otherwise
+    (prompt_a,) = [p for p in scorer.model.prompts if "Response: Hello there!" in p]
+    (prompt_b,) = [p for p in scorer.model.prompts if "Response: Goodbye." in p]
+    assert "Request: Say hi.\nResponse: Hello there!\nReference: Hi!\nScore:" in prompt_a
+    assert "Reference:" not in prompt_b and prompt_b.endswith("Response: Goodbye.\nScore:")
+
+
+def test_generative_judge_with_a_real_model_scores_what_it_wrote(judge_dir):
+    """With real greedy generation (an untrained LM): items of different lengths batched together (left padding)
+    get the output each gets alone, and each result is exactly `parse_judge_score` of its judge text."""
+    from reward_services.models import parse_judge_score
+
+    scorer = load_scorer(judge_dir)
+    items = [ScoreItem("a", prompt="Say hi.", response="Hello there!", reference="Hi!"),
+             ScoreItem("b", prompt="Tell me something long about the weather today, please.", response="Sunny.")]
+    batched = scorer.score(items, [scorer.encode(it) for it in items])
+    alone = [scorer.score([it], [scorer.encode(it)])[0] for it in items]
+    assert [r.judge_text for r in batched] == [r.judge_text for r in alone]
+    assert all(r.judge_text for r in batched)  # it generated something
+    for r in batched:
+        value = parse_judge_score(r.judge_text)
+        assert r.reward == value and r.error == (ErrorCode.OK if value is not None else ErrorCode.UNPARSEABLE)
 
 
 def test_judge_parses_scores_when_the_model_writes_them(judge_dir):

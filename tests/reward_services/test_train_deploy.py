@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from rl.cli import main
+from mixrl.cli import main
 
 from .test_client_failures import items, wait_for
 

@@ -9,6 +9,7 @@ import pytest
 from rewards.code import SandboxCodeClient, code_reward, make_code_client, make_code_reward
 from sandbox.executor import LocalExecutor
 from sandbox.isolation import Limits, Sandbox
+from sandbox.spec import TestSpec
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root (cgroups, per-slot uids)")
 
@@ -62,25 +63,22 @@ def test_sandbox_failure_masks_the_sample():
     try:
         gt = json.dumps({"fn_name": "f", "inputs": [[1]], "outputs": [1]})
         assert code_reward([_fenced("def f(x):\n    return x")], [gt], [None], executor=broken) == [None]
-        from rewards.clients import TestSpec as RouterSpec
-
-        assert SandboxCodeClient(broken).run_tests("def f(x): return x", RouterSpec("f", [[1]], [1])).error
+        assert SandboxCodeClient(broken).run_tests("def f(x): return x", TestSpec.call("f", [[1]], [1])).error
     finally:
         broken.close()
 
 
 def test_router_client(executor):
     from rewards.clients import CodeExecutionClient
-    from rewards.clients import TestSpec as RouterSpec
 
     client = SandboxCodeClient(executor)
     assert isinstance(client, CodeExecutionClient)
-    spec = RouterSpec("add", [[1, 2], [2, 2]], [3, 4])
+    spec = TestSpec.call("add", [[1, 2], [2, 2]], [3, 4])
     ok = client.run_tests("def add(a, b):\n    return a + b", spec, timeout_s=2)
     assert (ok.passed, ok.total, ok.error) == (2, 2, None)
     bad = client.run_tests("def add(a, b):\n    return 3", spec, timeout_s=2)
     assert (bad.passed, bad.total, bad.error) == (1, 2, None)
-    asserts = client.run_tests("def add(a, b):\n    return a + b", RouterSpec(None, [], [], {"test_code": "assert add(1, 1) == 2"}))
+    asserts = client.run_tests("def add(a, b):\n    return a + b", TestSpec.asserts("assert add(1, 1) == 2"))
     assert (asserts.passed, asserts.total) == (1, 1)
 
 
@@ -109,9 +107,7 @@ def test_remote_service_from_a_recipe_url(executor):
         gt = json.dumps({"inputs": ["2\n"], "outputs": ["4\n"]})
         assert reward([_fenced("print(int(input()) * 2)"), _fenced("print(5)")], [gt, gt], [None, None]) == [1.0, 0.0]
         client = make_code_client(sandbox_url=url)
-        from rewards.clients import TestSpec as RouterSpec
-
-        assert client.run_tests("print(int(input()) * 2)", RouterSpec(None, ["2\n"], ["4\n"])).passed == 1
+        assert client.run_tests("print(int(input()) * 2)", TestSpec.stdio(["2\n"], ["4\n"])).passed == 1
     finally:
         server.shutdown()
         server.server_close()
@@ -121,7 +117,7 @@ def test_remote_service_from_a_recipe_url(executor):
 def test_generated_code_rows_pass_on_ground_truth_alone():
     """Our dataset's function-call cases (verl/prime string encoding) are decoded, not compared as text."""
     from rewards.code import make_code_reward
-    from sft.data.code_problems import generate_code
+    from mixrl.data.code_problems import generate_code
 
     rows = generate_code(4, "test", 0)
     reward = make_code_reward()

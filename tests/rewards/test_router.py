@@ -9,6 +9,7 @@ from rewards.clients import CodeExecutionClient, CodeTestResult, RewardModelClie
 from rewards.config import RewardConfig, UnknownRouteError, reward_config_from_dict
 from rewards.router import RewardRouter
 from rewards.types import Sample
+from sandbox.spec import TestSpec, spec_from_ground_truth
 
 PROMPT = "What is 30+3? [[BlueThink]]"
 MATH = "mixrl/synthetic_math"
@@ -99,22 +100,34 @@ def test_bad_config_names_domain():
 
 
 class FakeSandbox:
-    """Runs the program in-process: a test double for the sandbox client (NOT isolation)."""
+    """Runs the program in-process: a test double for the sandbox client (NOT isolation). Receives the sandbox's
+    `TestSpec` (kind/inputs/outputs/fn_name/test_code) and records every one; runs call and assert tests."""
 
     def __init__(self, fail=None):
         self.fail = fail
         self.calls = 0
+        self.specs = []
         self.lock = threading.Lock()
 
     def run_tests(self, program, tests, *, language="python", timeout_s=10.0):
+        assert isinstance(tests, TestSpec)
         with self.lock:
             self.calls += 1
+            self.specs.append(tests)
         if self.fail == "raise":
             raise ConnectionError("sandbox unreachable")
         if self.fail == "error":
             return CodeTestResult(0, 0, error="sandbox overloaded")
         namespace = {}
         exec(program, namespace)  # noqa: S102 - trusted test input
+        if tests.kind == "assert":
+            try:
+                exec(tests.test_code, namespace)  # noqa: S102
+            except AssertionError:
+                return CodeTestResult(0, 1)
+            return CodeTestResult(1, 1)
+        if tests.kind != "call":
+            return CodeTestResult(0, 0, error=f"the fake runs call and assert tests, not {tests.kind}")
         fn = namespace[tests.fn_name]
         passed = sum(1 for args, out in zip(tests.inputs, tests.outputs) if fn(*args) == out)
         return CodeTestResult(passed, len(tests.inputs))
@@ -151,6 +164,35 @@ def test_code_infrastructure_failure_is_masked(pool, client):
     r = RewardRouter(pool=pool, code_client=client)
     (res,) = r.score_batch([Sample("mixrl/synthetic_code", GOOD_CODE, CODE_GT)])
     assert res.reward is None and res.error
+
+
+@pytest.mark.parametrize("ground_truth, extra_info, kind", [
+    (CODE_GT, None, "call"),                                                            # (a) our call rows
+    (json.dumps({"inputs": ["1 2\n", "3 4\n"], "outputs": ["3\n", "7\n"]}), {"index": 3}, "stdio"),  # (b) verl/prime stdio
+    ("", {"test_code": "assert add(1, 2) == 3"}, "assert"),                              # (c) assert-style, empty gt
+], ids=["call", "prime-stdio", "assert-empty-gt"])
+def test_code_client_gets_the_spec_the_parser_builds(pool, ground_truth, extra_info, kind):
+    client = FakeSandbox()
+    r = RewardRouter(pool=pool, code_client=client)
+    (res,) = r.score_batch([Sample("mixrl/synthetic_code", GOOD_CODE, ground_truth, extra_info=extra_info)],
+                           length_terms=False)
+    r.close()
+    assert client.specs == [spec_from_ground_truth(ground_truth, extra_info)] and client.specs[0].kind == kind
+    if kind == "stdio":  # the fake does not run stdin/stdout programs: its error masks the sample
+        assert res.reward is None and "code execution" in res.error
+    else:
+        assert res.reward == 1.0 and res.error is None
+
+
+@pytest.mark.parametrize("ground_truth", ["{oops", "", "[1, 2]", '{"fn_name": "add", "inputs": [[1]]}',
+                                          '{"inputs": [], "outputs": []}', '{"inputs": 3, "outputs": 3}'])
+def test_unreadable_code_ground_truth_is_masked_not_zero(pool, ground_truth):
+    client = FakeSandbox()
+    r = RewardRouter(pool=pool, code_client=client)
+    (res,) = r.score_batch([Sample("mixrl/synthetic_code", GOOD_CODE, ground_truth)])
+    r.close()
+    assert res.reward is None and "bad code ground truth" in res.error, res
+    assert client.calls == 0
 
 
 class FakeRM:

@@ -15,7 +15,9 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_grpo_checkpoint(tmp_path_factory) -> dict:
     """{'model': HF folder, 'data': dataset folder} of a ~0.1M-parameter Qwen2 trained for a few steps."""
-    from sft.config import ModelConfig, PackedTrainConfig, PretrainConfig, SyntheticDataConfig, TokenizerConfig
+    from core.sections import ModelConfig, SyntheticDataConfig
+    from mixrl.data.synthetic import ensure_datasets
+    from sft.config import PackedTrainConfig, PretrainConfig, TokenizerConfig
     from sft.pretrain import run_pretrain
 
     root = tmp_path_factory.mktemp("grpo_ckpt")
@@ -28,14 +30,15 @@ def tiny_grpo_checkpoint(tmp_path_factory) -> dict:
         train=PackedTrainConfig(max_steps=15, sequence_tokens=256, rows_per_step=4, log_every_steps=100),
     )
     cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr_warmup_steps=2))
+    ensure_datasets(cfg.data)
     summary = run_pretrain(cfg)
     return {"model": summary["checkpoint"], "data": str(root / "data")}
 
 
 def grpo_test_config(ckpt: dict, run_dir: Path, **overrides):
     """A GRPOConfig sized for tests: 4 prompts × 4 samples × 16 tokens, 2 steps."""
-    from rl.config import build
-    from rl.grpo_config import GRPOConfig
+    from core.config import build
+    from rl.config import GRPOConfig
 
     raw = {
         "run_dir": str(run_dir),

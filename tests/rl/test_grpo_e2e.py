@@ -20,7 +20,7 @@ REQUIRED_METRICS = ["reward", "reward/math", "reward/ifeval", "accuracy", "respo
 
 def _recipe(tmp_path: Path, ckpt: dict, run_dir: Path, **extra) -> Path:
     from tests.rl.conftest import grpo_test_config
-    from rl.config import write_resolved_config
+    from core.config import write_resolved_config
 
     cfg = grpo_test_config(ckpt, run_dir, **extra)
     path = write_resolved_config(cfg, tmp_path / f"recipe_{run_dir.name}")
@@ -41,11 +41,11 @@ def cli_run(tiny_grpo_checkpoint, tmp_path_factory):
     recipe = _recipe(tmp, tiny_grpo_checkpoint, run_dir)
     # weight decay moves every matrix even when a step's groups happen to carry no reward signal, so the
     # checkpoint check below sees the optimizer's steps whatever the tiny model samples
-    proc = subprocess.run([sys.executable, "-m", "rl.cli", "train", str(recipe), "eval.prompts=4", "trainer.optim.weight_decay=0.01",
+    proc = subprocess.run([sys.executable, "-m", "mixrl.cli", "train", str(recipe), "eval.prompts=4", "trainer.optim.weight_decay=0.01",
                            f"eval.path={tiny_grpo_checkpoint['data']}/math/test.parquet"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    plot = subprocess.run([sys.executable, "-m", "rl.cli", "plot", str(run_dir)], capture_output=True, text=True, timeout=120)
+    plot = subprocess.run([sys.executable, "-m", "mixrl.cli", "plot", str(run_dir)], capture_output=True, text=True, timeout=120)
     assert plot.returncode == 0, plot.stderr[-3000:]
     return run_dir, proc.stderr
 
@@ -66,7 +66,7 @@ def test_two_step_run_leaves_a_complete_run_directory(cli_run, tiny_grpo_checkpo
     assert (run_dir / "grpo_curves.png").stat().st_size > 1000
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["max_steps"] == 2
 
-    from sft.model import load_checkpoint
+    from core.model import load_checkpoint
 
     start, _ = load_checkpoint(tiny_grpo_checkpoint["model"])
     trained, _ = load_checkpoint(ckpt / "policy")
@@ -78,13 +78,13 @@ def test_two_step_run_leaves_a_complete_run_directory(cli_run, tiny_grpo_checkpo
 
 def test_killed_run_resumes_like_an_uninterrupted_one(ray_local, shared_rollout, tiny_grpo_checkpoint, tmp_path):
     """Kill `mixrl train` after its step-2 checkpoint; resuming gives the same step 3 as a run never stopped."""
-    from rl.loop import run_grpo
+    from rl.grpo import run_grpo
     from tests.rl.conftest import grpo_test_config
 
     killed = tmp_path / "killed"
     # constant LR (warm-up 0, min ratio 1), so the schedule does not depend on max_steps
     recipe = _recipe(tmp_path, tiny_grpo_checkpoint, killed, max_steps=50, checkpoint_every_steps=1)
-    proc = subprocess.Popen([sys.executable, "-m", "rl.cli", "train", str(recipe)],
+    proc = subprocess.Popen([sys.executable, "-m", "mixrl.cli", "train", str(recipe)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     marker = killed / "checkpoints" / "step_2" / "trainer_state.pt"
     deadline = time.time() + 300
@@ -93,7 +93,7 @@ def test_killed_run_resumes_like_an_uninterrupted_one(ray_local, shared_rollout,
     os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Ray and its engine: the whole session we started
     proc.wait()
     assert marker.exists(), "the run never wrote its step-2 checkpoint"
-    from rl.loop import latest_checkpoint
+    from core.checkpoint import latest_checkpoint
 
     k = int(latest_checkpoint(killed).name.split("_")[1])
     assert k >= 2
@@ -111,7 +111,7 @@ def test_killed_run_resumes_like_an_uninterrupted_one(ray_local, shared_rollout,
 
 def test_resume_accepts_new_hyperparameters(ray_local, shared_rollout, tiny_grpo_checkpoint, tmp_path):
     """The report restarts with new hyperparameters to break plateaus: resume with another learning rate."""
-    from rl.loop import run_grpo
+    from rl.grpo import run_grpo
     from tests.rl.conftest import grpo_test_config
 
     run = tmp_path / "run"
@@ -127,11 +127,11 @@ def test_chat_domain_scored_by_a_reward_model_service_found_in_the_registry(ray_
     """A GRPO step whose chat prompts are scored by a real gRPC reward-model service resolved by identifier."""
     from reward_services import deploy
     from reward_services.train import pairs_from_rows, train_and_save
-    from rl.loop import run_grpo
-    from rl.quickstart import stop_instances
-    from sft.data.chat_prompts import generate_chat
-    from sft.data.synthetic import write_parquet
-    from sft.tokenizer import train_tokenizer
+    from rl.grpo import run_grpo
+    from mixrl.quickstart import stop_instances
+    from mixrl.data.chat_prompts import generate_chat
+    from mixrl.data.synthetic import write_parquet
+    from core.tokenizer import train_tokenizer
     from tests.rl.conftest import grpo_test_config
 
     rows = generate_chat(40, "train", 0)

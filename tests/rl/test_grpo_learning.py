@@ -3,7 +3,7 @@ slice it trains on, synchronously and one-step asynchronously.
 
 The checkpoint is built here by the quickstart's own stages (data -> pretraining -> SFT), with a fixed number
 of steps instead of the quickstart's time box, so that every machine trains the same model. The GRPO runs are
-the quickstart's GRPO stage (`rl.grpo_config.quickstart_grpo_default`): level-1 division in thinking mode, the
+the quickstart's GRPO stage (`rl.config.quickstart_grpo_default`): level-1 division in thinking mode, the
 slice of the synthetic math where the tiny model is right often enough (about a quarter of the time) for
 groups to hold both right and wrong answers. Held-out accuracy is measured on test prompts no training prompt
 equals, greedy and mean@8. A fixed seed makes each run deterministic on a given machine (vLLM samples with
@@ -29,15 +29,17 @@ MIN_RISE = {  # staleness: (mean@8, greedy)
 @pytest.fixture(scope="module")
 def sft_tiny(tmp_path_factory):
     """The quickstart's SFT tiny checkpoint and data (pretraining and SFT with the quickstart's defaults)."""
-    from rl.config import build
-    from rl.grpo_config import QuickstartGRPOConfig
-    from rl.quickstart import chain_paths
+    from core.config import build
+    from mixrl.config import QuickstartConfig
+    from mixrl.data.synthetic import ensure_datasets
+    from mixrl.quickstart import chain_paths
     from sft.finetune import run_sft
     from sft.pretrain import run_pretrain
 
     root = tmp_path_factory.mktemp("sft_tiny")
-    cfg = chain_paths(build(QuickstartGRPOConfig, {"run_root": str(root), "pretrain": {"train": {"max_minutes": 0}},
+    cfg = chain_paths(build(QuickstartConfig, {"run_root": str(root), "pretrain": {"train": {"max_minutes": 0}},
                                                     "sft": {"train": {"max_minutes": 0}}}, source="test"))
+    ensure_datasets(cfg.pretrain.data)
     run_pretrain(cfg.pretrain)
     run_sft(cfg.sft)
     return cfg
@@ -45,7 +47,7 @@ def sft_tiny(tmp_path_factory):
 
 @pytest.mark.parametrize("staleness", [0, 1])
 def test_grpo_raises_heldout_accuracy(ray_local, sft_tiny, tmp_path, staleness):
-    from rl.loop import run_grpo
+    from rl.grpo import run_grpo
 
     grpo = dataclasses.replace(sft_tiny.grpo, run_dir=str(tmp_path / "grpo"), max_staleness=staleness, reward_model_registry="")
     summary = run_grpo(grpo)

@@ -1,5 +1,5 @@
-"""The loop's pieces without an engine: data per step, advantages with masking, batches, the trainer's update,
-checkpoints, the quickstart's GRPO stage wiring."""
+"""A GRPO step's pieces without an engine: prompts per step, advantages with masking, batches, the trainer's update,
+checkpoints, resume with new optimizer hyperparameters, the quickstart's GRPO stage wiring."""
 
 import dataclasses
 import doctest
@@ -8,32 +8,39 @@ import math
 import pytest
 import torch
 
-import rl.loop as loop
-from rl.grpo_config import GRPOConfig, GRPOSource, QuickstartGRPOConfig
+import core.seeds
+import rl.prompts as prompts
+import rl.scheduler
+import rl.weight_sync
+from core.engine import RolloutSample
+from mixrl.config import QuickstartConfig
+from rl.config import GRPOConfig, GRPOSource
+from rl.grpo import compute_advantages, reward_metrics
+from rl.prompts import StepPrompt
+from rl.rollout import RolloutBatch, ScoredGroup
 from rl.trainer import build_batch
 
 
-def test_doctests():
-    assert doctest.testmod(loop).failed == 0
-    import rl.weight_sync
-
-    assert doctest.testmod(rl.weight_sync).failed == 0
+@pytest.mark.parametrize("module", [prompts, rl.weight_sync, rl.scheduler, core.seeds])
+def test_doctests(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
 
 
 def test_prompts_per_source_sums_and_respects_proportions():
     sources = [GRPOSource(name="math", proportion=0.625), GRPOSource(name="ifeval", proportion=0.375)]
-    assert loop.prompts_per_source(sources, 16) == {"math": 10, "ifeval": 6}
-    assert sum(loop.prompts_per_source(sources, 7).values()) == 7
+    assert prompts.prompts_per_source(sources, 16) == {"math": 10, "ifeval": 6}
+    assert sum(prompts.prompts_per_source(sources, 7).values()) == 7
 
 
 def test_step_prompts_are_a_function_of_seed_and_step():
     rows = {"math": [{"i": i} for i in range(50)], "ifeval": [{"i": 100 + i} for i in range(50)]}
     cfg = GRPOConfig(sources=[GRPOSource(name="math", proportion=1), GRPOSource(name="ifeval", proportion=1, mode="mixed")], prompts_per_step=6)
-    a, b = loop.step_prompts(cfg, rows, 3), loop.step_prompts(cfg, rows, 3)
-    assert a == b and a != loop.step_prompts(cfg, rows, 4)
-    assert [it["source"] for it in a].count("ifeval") == 3
-    assert [it["think"] for it in a if it["source"] == "ifeval"] == [True, False, True]  # mixed alternates
-    assert loop.step_prompts(dataclasses.replace(cfg, seed=1), rows, 3) != a
+    a, b = prompts.step_prompts(cfg, rows, 3), prompts.step_prompts(cfg, rows, 3)
+    assert a == b and a != prompts.step_prompts(cfg, rows, 4)
+    assert [p.source for p in a].count("ifeval") == 3
+    assert [p.think for p in a if p.source == "ifeval"] == [True, False, True]  # mixed alternates
+    assert prompts.step_prompts(dataclasses.replace(cfg, seed=1), rows, 3) != a
 
 
 class _R:
@@ -41,10 +48,18 @@ class _R:
         self.reward, self.components = reward, components or {}
 
 
+def _sample(n: int = 1, reason: str = "stop") -> RolloutSample:
+    return RolloutSample([1], [2] * n, [0.0] * n, "", reason, 0)
+
+
+def _batch(sources: list[str], groups: list[list[RolloutSample]], rewards: list[list[_R]]) -> RolloutBatch:
+    return RolloutBatch(0, [ScoredGroup(StepPrompt(src, {}, False), g, r) for src, g, r in zip(sources, groups, rewards)])
+
+
 def test_masked_samples_get_no_advantage_and_no_loss():
     cfg = GRPOConfig()
-    results = [_R(1.0), _R(0.0), _R(None), _R(0.5), _R(0.5), _R(None)]
-    adv, scored = loop.compute_advantages(cfg, results, [0, 0, 0, 1, 1, 1], ["math"] * 6)
+    rewards = [[_R(1.0), _R(0.0), _R(None)], [_R(0.5), _R(0.5), _R(None)]]
+    adv, scored = compute_advantages(cfg, _batch(["math", "math"], [[_sample()] * 3] * 2, rewards))
     assert scored == [True, True, False, True, True, False]
     assert adv[2] == 0 and adv[5] == 0 and adv[0] > 0 > adv[1]
     batch = build_batch([([1, 2], [3, 4], [-0.1, -0.2])] * 6, adv.tolist(), scored, pad_id=0)
@@ -60,23 +75,32 @@ def test_build_batch_aligns_targets_and_logprobs():
     assert batch.attention_mask.tolist() == [[1] * 5, [1, 1, 1, 1, 0]]
 
 
-def test_reward_metrics_per_domain_and_component():
-    from rl.rollout import RolloutSample
+def test_advantages_are_normalised_per_source():
+    """Two sources with different reward scales: after per-source normalisation each source's scored advantages
+    have the same spread (report §2.3.6), and switching it off keeps the raw group advantages."""
+    rewards = [[_R(1.0), _R(0.0)], [_R(10.0), _R(0.0)], [_R(0.2), _R(0.1)], [_R(3.0), _R(1.0)]]
+    batch = _batch(["math", "math", "chat", "chat"], [[_sample()] * 2] * 4, rewards)
+    cfg = GRPOConfig(algo=dataclasses.replace(GRPOConfig().algo, norm_adv_by_std=False))
+    adv, _ = compute_advantages(cfg, batch)
+    math_std, chat_std = float(adv[:4].std()), float(adv[4:].std())
+    assert math_std == pytest.approx(chat_std, rel=1e-4)
+    raw, _ = compute_advantages(dataclasses.replace(cfg, algo=dataclasses.replace(cfg.algo, normalize_by_source=False)), batch)
+    assert raw.tolist() == pytest.approx([0.5, -0.5, 5.0, -5.0, 0.05, -0.05, 1.0, -1.0])
 
-    items = [{"source": "math"}, {"source": "ifeval"}]
-    s = lambda n, reason="stop": RolloutSample([1], [2] * n, [0.0] * n, "", reason, 0)  # noqa: E731
-    groups = [[s(4), s(6, "length")], [s(2), s(2)]]
-    results = [_R(1.0, {"answer": 1.0}), _R(0.0, {"answer": 0.0}), _R(0.5, {"ifeval": 0.5}), _R(None)]
-    m = loop.reward_metrics(items, groups, results)
+
+def test_reward_metrics_per_domain_and_component():
+    groups = [[_sample(4), _sample(6, "length")], [_sample(2), _sample(2)]]
+    rewards = [[_R(1.0, {"answer": 1.0}), _R(0.0, {"answer": 0.0})], [_R(0.5, {"ifeval": 0.5}), _R(None)]]
+    m = reward_metrics(_batch(["math", "ifeval"], groups, rewards))
     assert m["reward/math"] == 0.5 and m["reward/ifeval"] == 0.5 and m["accuracy/math"] == 0.5
     assert m["component/ifeval/ifeval"] == 0.5 and m["masked_samples"] == 1.0
     assert m["response_tokens_mean"] == 3.5 and m["truncated_fraction"] == 0.25
 
 
 def _trainer(ckpt, **algo):
-    from rl.grpo_config import AlgoConfig, GRPOTrainerConfig
+    from rl.config import AlgoConfig, GRPOTrainerConfig
     from rl.trainer import PolicyTrainer
-    from sft.config import OptimConfig
+    from core.sections import OptimConfig
 
     t = GRPOTrainerConfig(micro_batch_sequences=2, optim=OptimConfig(lr_peak=1e-3, lr_warmup_steps=0, lr_min_ratio=1.0, weight_decay=0.0))
     return PolicyTrainer(ckpt["model"], t, AlgoConfig(**algo), total_steps=10, seed=0)
@@ -127,11 +151,25 @@ def test_train_step_moves_logprobs_with_the_advantage_and_checkpoints_round_trip
     assert m1["loss"] == pytest.approx(m2["loss"], rel=1e-6) and m1["grad_norm"] == pytest.approx(m2["grad_norm"], rel=1e-5)
 
 
-def test_quickstart_chains_the_grpo_stage_and_table_shows_before_after():
-    from rl.config import load_config
-    from rl.quickstart import chain_paths, format_table
+def test_resume_with_a_new_weight_decay_takes_it_even_from_zero(tiny_grpo_checkpoint, tmp_path):
+    """The run was saved with weight decay 0 (the GRPO default); resumed with 0.1, the matrices decay."""
+    from core.sections import OptimConfig
 
-    cfg = chain_paths(load_config(QuickstartGRPOConfig, None, ["run_root=/tmp/qs", "grpo.max_steps=3"]))
+    trainer = _trainer(tiny_grpo_checkpoint, kl_coef=0.0)
+    trainer.save(tmp_path / "ckpt", {"step": 0})
+    again = _trainer(tiny_grpo_checkpoint, kl_coef=0.0)
+    again.load(tmp_path / "ckpt")
+    again.set_optim(OptimConfig(lr_peak=1e-3, lr_warmup_steps=0, lr_min_ratio=1.0, weight_decay=0.1, adam_beta1=0.8))
+    groups = {g["name"]: g for g in again.optimizer.param_groups}
+    assert groups["decay"]["weight_decay"] == 0.1 and groups["no_decay"]["weight_decay"] == 0.0
+    assert all(g["betas"] == (0.8, 0.95) for g in again.optimizer.param_groups)
+
+
+def test_quickstart_chains_the_grpo_stage_and_table_shows_before_after():
+    from core.config import load_config
+    from mixrl.quickstart import chain_paths, format_table
+
+    cfg = chain_paths(load_config(QuickstartConfig, None, ["run_root=/tmp/qs", "grpo.max_steps=3"]))
     assert cfg.grpo.model_path == "/tmp/qs/sft/final" and cfg.grpo.run_dir == "/tmp/qs/grpo"
     assert cfg.grpo.sources[0].path == "/tmp/qs/data/math/train.parquet" and cfg.grpo.eval.path == "/tmp/qs/data/math/test.parquet"
     pre = {"parameters": 1e6, "vocab_size": 1024, "total_seconds": 1, "steps": 1, "tokens_per_s": 1, "heldout_math_accuracy": 0.0, "checkpoint": "p"}

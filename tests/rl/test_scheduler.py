@@ -230,7 +230,7 @@ def test_two_vllm_engines_skewed_lengths_and_a_killed_engine(ray_local, vllm_pai
     replaced, and its requests give the same tokens on the new engine (per-sample seeds)."""
     from transformers import AutoTokenizer
 
-    from rl.rollout import SamplingSettings
+    from core.engine import SamplingSettings
 
     ray = ray_local
     tok = AutoTokenizer.from_pretrained(tiny_grpo_checkpoint["model"])
@@ -251,7 +251,7 @@ def test_two_vllm_engines_skewed_lengths_and_a_killed_engine(ray_local, vllm_pai
                       on_restart=lambda i, actor: restarted.append(i) or actor.start.remote())
 
     reference, stats = pool.run(items, scheduler.submit_rollout)  # both engines, no failure
-    groups = scheduler.join_groups(items, reference)
+    groups = scheduler.join_groups(items, [r[0] for r in reference])  # generate() of one prompt: one group
     assert [len(g) for g in groups] == [2] * 8
     assert [[len(s.response_ids) for s in g] for g in groups] == [[n, n] for n in lengths]
     assert all(s.prompt_ids == prompts[p] for p, g in enumerate(groups) for s in g)

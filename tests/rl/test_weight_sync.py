@@ -54,7 +54,7 @@ def test_engine_matches_trainer_after_sync(ray_local, shared_rollout, tiny_grpo_
     from transformers import AutoTokenizer
 
     from rl.actors import TrainerActor, connect_weight_transfer, sync_weights
-    from rl.rollout import SamplingSettings
+    from core.engine import SamplingSettings
     from rl.trainer import build_batch
     from tests.rl.conftest import grpo_test_config
 
@@ -73,7 +73,7 @@ def test_engine_matches_trainer_after_sync(ray_local, shared_rollout, tiny_grpo_
         return [tok.decode([t for t in s.response_ids if t != tok.eos_token_id], skip_special_tokens=True) for s in samples]
 
     before = [g[0] for g in ray.get(shared_rollout.generate.remote(prompts, greedy))]
-    assert decoded(before) == ray.get(trainer.greedy_hf.remote(prompts, 24))
+    assert decoded(before) == ray.get(trainer.diagnostic_greedy_hf.remote(prompts, 24))
 
     # three real GRPO updates that push up the engine's own greedy answers' tokens by a large step
     seqs = [(s.prompt_ids, s.response_ids, s.response_logprobs) for s in before]
@@ -85,12 +85,12 @@ def test_engine_matches_trainer_after_sync(ray_local, shared_rollout, tiny_grpo_
     assert sent > 0 and seconds < 30
 
     after = [g[0] for g in ray.get(shared_rollout.generate.remote(prompts, greedy))]
-    hf_after = ray.get(trainer.greedy_hf.remote(prompts, 24))
+    hf_after = ray.get(trainer.diagnostic_greedy_hf.remote(prompts, 24))
     assert decoded(after) == hf_after
     assert decoded(after) != decoded(before)
     # the engine's logprobs of its own tokens equal the trainer's (fp32 on both sides)
     check = build_batch([(s.prompt_ids, s.response_ids, s.response_logprobs) for s in after], [0.0] * 5, [True] * 5, tok.pad_token_id)
-    trainer_lp = ray.get(trainer.logprobs.remote(check))
+    trainer_lp = ray.get(trainer.diagnostic_logprobs.remote(check))
     gap = ((trainer_lp - check.rollout_logprobs).abs() * check.response_mask).max().item()
     assert gap < 1e-3, gap
     ray.kill(trainer)

@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("name", ["sandbox.seccomp", "sandbox.harness"])
+@pytest.mark.parametrize("name", ["sandbox.seccomp", "sandbox.spec", "sandbox.harness"])
 def test_doctests(name):
     result = doctest.testmod(importlib.import_module(name))
     assert result.attempted > 0 and result.failed == 0

@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from sandbox.harness import (CALL, STDIO, TestJob, TestSpec, TestsResult, guard_asserts, run_tests,
-                             spec_from_ground_truth, stdout_matches)
+from sandbox.harness import TestJob, TestSpec, TestsResult, guard_asserts, run_tests, stdout_matches
 
 
 @pytest.mark.parametrize("actual, expected, same", [
@@ -28,17 +27,6 @@ def test_stdout_rules(actual, expected, same):
 def test_float_tolerance_is_opt_in():
     assert stdout_matches("0.3333", "0.33333", float_rel_tol=1e-3)
     assert not stdout_matches("0.4", "0.33333", float_rel_tol=1e-3)
-
-
-def test_spec_from_ground_truth_conventions():
-    s = spec_from_ground_truth(json.dumps({"fn_name": "f", "inputs": [[1, 2], "3\n4"], "outputs": [3, 7]}))
-    assert s.kind == CALL and s.inputs == ([1, 2], [3, 4])  # LiveCodeBench's JSON-lines argument strings too
-    s = spec_from_ground_truth({"inputs": [["1", "2"]], "outputs": ["3"]})
-    assert s.kind == STDIO and s.inputs == ("1\n2",)
-    assert spec_from_ground_truth("{}", {"test_code": "assert True"}).kind == "assert"
-    for bad in ('{"inputs": [1]}', '{"inputs": [], "outputs": []}', "[]"):
-        with pytest.raises(ValueError):
-            spec_from_ground_truth(bad)
 
 
 def test_round_trips():

@@ -4,10 +4,10 @@ import random
 
 import pytest
 
-from sft.chat import THINK_SWITCH, wants_thinking
+from core.chat import THINK_SWITCH, wants_thinking
 from sft.config import SFTSource
-from sft.data.math_problems import generate_math
-from sft.evaluate import opens_thinking, summarise
+from mixrl.data.math_problems import generate_math
+from mixrl.evaluate import opens_thinking, summarise
 from sft.finetune import render_row, source_chats
 
 
@@ -61,7 +61,7 @@ def test_summarise_accuracy_and_switch():
 
 
 def test_rows_without_answers_are_refused_naming_file_and_row(rows):
-    from sft.data.loader import DataError
+    from core.data import DataError
     from sft.finetune import check_sft_rows
 
     bad = [dict(r) for r in rows[:3]]

@@ -1,16 +1,20 @@
 """Packing with sequence isolation equals unpacked training; distillation moves the student to the teacher."""
 
 import dataclasses
+import random
 
 import pytest
 import torch
 
-from sft.chat import IGNORE_INDEX
-from sft.config import DistillConfig, ModelConfig, OptimConfig, PackedTrainConfig
+from core.chat import IGNORE_INDEX
+from core.checkpoint import list_checkpoints
+from core.optim import build_optimizer, lr_at
+from core.sections import ModelConfig, OptimConfig
+from sft.config import DistillConfig, PackedTrainConfig
 from sft.distill import distillation_loss, distillation_token_kl
-from sft.model import build_model, count_parameters, load_checkpoint, save_checkpoint
+from core.model import build_model, count_parameters, load_checkpoint, save_checkpoint
 from sft.packing import collate_rows, pack_samples, token_losses
-from sft.train_loop import lr_at, train_packed
+from sft.train_loop import load_training_state, train_packed
 
 
 def _samples(tokenizer):
@@ -118,7 +122,7 @@ def test_lr_schedule_shape():
 
 def test_teacher_with_another_tokenizer_is_refused(tokenizer, tiny_model, tmp_path):
     from sft.distill import load_teacher
-    from sft.tokenizer import train_tokenizer
+    from core.tokenizer import train_tokenizer
 
     save_checkpoint(tiny_model, tokenizer, tmp_path / "teacher")
     assert load_teacher(str(tmp_path / "teacher"), tokenizer) is not None
@@ -129,12 +133,12 @@ def test_teacher_with_another_tokenizer_is_refused(tokenizer, tiny_model, tmp_pa
 
 
 def test_killed_run_resumes_to_the_same_weights(tokenizer, tmp_path, monkeypatch):
-    from sft.metrics import MetricsLogger
+    from core.metrics import MetricsLogger
 
     small = ModelConfig(hidden_size=32, num_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256)
     rows, _ = pack_samples(_samples(tokenizer) * 6, 48, pad_id=tokenizer.pad_token_id)
     common = dict(optim=OptimConfig(lr_peak=3e-3, lr_warmup_steps=2), stage="t", seed=3)
-    train = PackedTrainConfig(max_steps=10, rows_per_step=2, save_every_steps=4, log_every_steps=100)
+    train = PackedTrainConfig(max_steps=10, rows_per_step=2, checkpoint_every_steps=4, log_every_steps=100)
 
     reference = build_model(small, tokenizer, seed=0)
     train_packed(reference, rows, train=train, run_dir=tmp_path / "a", **common)
@@ -156,9 +160,37 @@ def test_killed_run_resumes_to_the_same_weights(tokenizer, tmp_path, monkeypatch
     monkeypatch.setattr(MetricsLogger, "log", original)
 
     resumed = build_model(small, tokenizer, seed=0)  # a new process would start from scratch weights
-    summary = train_packed(resumed, rows, train=dataclasses.replace(train, resume=True), run_dir=tmp_path / "b", **common)
+    assert [p.name for p in list_checkpoints(tmp_path / "b")] == ["step_4"]  # the kill left the last complete one
+    summary = train_packed(resumed, rows, train=dataclasses.replace(train, resume="auto"), run_dir=tmp_path / "b", **common)
     assert summary.steps == 10
     for (name, a), (_, b) in zip(reference.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
     # and resuming is not a no-op: the interrupted weights (step 7) differ from the final ones
     assert not torch.equal(interrupted.state_dict()["lm_head.weight"], resumed.state_dict()["lm_head.weight"])
+
+
+def test_resume_takes_this_invocations_weight_decay_and_betas(tokenizer, tmp_path):
+    """A run saved with weight decay 0 and resumed with 0.1 (and other betas) trains with the new values: the
+    report restarts with new hyperparameters to break plateaus."""
+    small = ModelConfig(hidden_size=32, num_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256)
+    rows, _ = pack_samples(_samples(tokenizer) * 6, 48, pad_id=tokenizer.pad_token_id)
+    first = dict(optim=OptimConfig(lr_peak=3e-3, lr_warmup_steps=0, weight_decay=0.0), stage="t", seed=3)
+    train = PackedTrainConfig(max_steps=4, rows_per_step=2, log_every_steps=100)
+    train_packed(build_model(small, tokenizer, seed=0), rows, train=train, run_dir=tmp_path, **first)
+    [ckpt] = list_checkpoints(tmp_path)
+
+    new = OptimConfig(lr_peak=3e-3, lr_warmup_steps=0, weight_decay=0.1, adam_beta1=0.5, adam_beta2=0.9)
+    model = build_model(small, tokenizer, seed=0)
+    optimizer = build_optimizer(model, first["optim"])
+    load_training_state(ckpt, model, optimizer, random.Random(0), new)
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert groups["decay"]["weight_decay"] == 0.1 and groups["no_decay"]["weight_decay"] == 0.0
+    assert all(g["betas"] == (0.5, 0.9) for g in optimizer.param_groups)
+
+    # and the resumed run's weights differ from a resume with the old hyperparameters
+    longer = dataclasses.replace(train, max_steps=6, resume=str(ckpt))
+    with_new, with_old = build_model(small, tokenizer, seed=0), build_model(small, tokenizer, seed=0)
+    train_packed(with_new, rows, train=longer, run_dir=tmp_path / "new", **{**first, "optim": new})
+    train_packed(with_old, rows, train=longer, run_dir=tmp_path / "old", **first)
+    assert not torch.equal(with_new.state_dict()["model.layers.0.mlp.up_proj.weight"],
+                           with_old.state_dict()["model.layers.0.mlp.up_proj.weight"])

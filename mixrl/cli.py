@@ -1,0 +1,277 @@
+"""The `mixrl` command line: one subcommand per capability.
+
+    mixrl data [--recipe R] [key=value ...]            generate the synthetic datasets (verl schema)
+    mixrl pretrain RECIPE [section.key=value ...]      compact base-model pretraining
+    mixrl sft RECIPE [section.key=value ...]           SFT with thinking-mode fusion
+    mixrl eval MODEL_DIR [--recipe R] [key=value ...]  accuracy per domain/mode, thinking-switch reliability
+    mixrl quickstart [--recipe R] [section.key=value]  data -> pretrain -> SFT -> eval on the tiny default
+    mixrl train RECIPE [section.key=value ...]         GRPO with vLLM rollouts and weight sync (grpo_*.yaml)
+    mixrl plot RUN_DIR [--keys k1,k2]                  PNG curves from a run's metrics.jsonl
+    mixrl serve-rewards [--host H] [--port P] [--config rewards.yaml]   OpenRLHF-style /get_reward endpoint
+    mixrl serve-sandbox [--host H] [--port P] [--token T]               SandboxFusion-compatible code sandbox
+    mixrl serve-rm MODEL_DIR [--model-name N] [--registry R]            reward model as a gRPC service
+    mixrl train-rm --out DIR [--steps S]                                tiny reward model on synthetic preference pairs
+    mixrl deploy-rm MODEL_DIR --name N (--local K | --render DIR | --apply)   validate, then deploy a reward model
+
+Overrides are `section.key=value` with YAML values (`train.max_steps=20`, `sources[0]` is not supported: edit
+the recipe for lists). Unknown keys fail and name the closest valid ones. Every run writes its resolved
+config to its run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from core.config import ConfigError, load_config
+
+
+def recipe_schema(path) -> type:
+    """The schema of a shipped recipe, from its file-name prefix (pretrain_*, sft_*, eval_*, quickstart*)."""
+    from mixrl.config import EvalConfig, QuickstartConfig
+    from rl.config import GRPOConfig
+    from sft.config import PretrainConfig, SFTConfig
+
+    schemas = {"pretrain": PretrainConfig, "sft": SFTConfig, "eval": EvalConfig, "quickstart": QuickstartConfig, "grpo": GRPOConfig}
+    prefix = Path(path).stem.split("_")[0]
+    if prefix not in schemas:
+        raise ConfigError(f"{path}: cannot tell the recipe kind from its name; expected a prefix in {sorted(schemas)}")
+    return schemas[prefix]
+
+
+def _cmd_data(args) -> int:
+    from core.sections import SyntheticDataConfig
+    from mixrl.data.synthetic import ensure_datasets
+
+    cfg = load_config(SyntheticDataConfig, args.recipe, args.overrides)
+    out = ensure_datasets(cfg)
+    print(json.dumps({"out_dir": str(out), "train_rows": cfg.train_rows}))
+    return 0
+
+
+def _cmd_pretrain(args) -> int:
+    from mixrl.data.synthetic import ensure_datasets
+    from sft.config import PretrainConfig
+    from sft.pretrain import run_pretrain
+
+    cfg = load_config(PretrainConfig, args.recipe, args.overrides)
+    ensure_datasets(cfg.data)  # the corpus is the synthetic datasets' train splits
+    run_pretrain(cfg)
+    return 0
+
+
+def _cmd_sft(args) -> int:
+    from mixrl.data.synthetic import ensure_datasets
+    from sft.config import SFTConfig
+    from sft.finetune import run_sft
+
+    cfg = load_config(SFTConfig, args.recipe, args.overrides)
+    if any("{data_dir}" in s.path for s in cfg.sources):  # sources in the synthetic datasets: make them first
+        ensure_datasets(cfg.data)
+    run_sft(cfg)
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from mixrl.config import EvalConfig
+    from mixrl.evaluate import run_eval
+
+    overrides = [f"model_path={args.model_dir}", *args.overrides]
+    run_eval(load_config(EvalConfig, args.recipe, overrides))
+    return 0
+
+
+def _cmd_quickstart(args) -> int:
+    from mixrl.config import QuickstartConfig
+    from mixrl.quickstart import run_quickstart
+
+    run_quickstart(load_config(QuickstartConfig, args.recipe, args.overrides))
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from mixrl.data.synthetic import ensure_quickstart_data
+    from rl.config import GRPOConfig
+    from rl.grpo import run_grpo
+
+    cfg = load_config(GRPOConfig, args.recipe, args.overrides)
+    ensure_quickstart_data([s.path for s in cfg.sources] + ([cfg.eval.path] if cfg.eval.prompts else []))
+    run_grpo(cfg)
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from core.plots import plot_run
+
+    for path in plot_run(args.run_dir, keys=args.keys.split(",") if args.keys else None):
+        print(path)
+    return 0
+
+
+def _cmd_serve_rewards(args) -> int:
+    import yaml
+
+    from rewards import reward_config_from_dict, serve_rewards
+
+    raw = {}
+    if args.config:
+        raw = yaml.safe_load(open(args.config)) or {}
+        raw = raw.get("rewards", raw)  # a whole recipe or just its rewards section
+    try:
+        config = reward_config_from_dict(raw)
+    except KeyError as exc:
+        raise ConfigError(f"{args.config}: {exc.args[0]}") from None
+    serve_rewards(args.host, args.port, config, default_data_source=args.default_data_source)
+    return 0
+
+
+def _cmd_serve_sandbox(args) -> int:
+    from sandbox.service import serve
+
+    serve(args.host, args.port, token=args.token, max_concurrency=args.max_concurrency, max_pending=args.max_pending)
+    return 0
+
+
+def _chat_pairs(num_rows: int, split: str, seed: int):
+    """Preference pairs from the synthetic chat rows (reward_services never imports the application; the CLI joins them)."""
+    from reward_services.train import pairs_from_rows
+    from mixrl.data.chat_prompts import generate_chat
+
+    return pairs_from_rows(generate_chat(num_rows, split, seed))
+
+
+def _cmd_serve_rm(args) -> int:
+    from reward_services.server import run_server
+
+    return run_server(args)
+
+
+def _cmd_train_rm(args) -> int:
+    from reward_services.train import train_and_save
+    from core.tokenizer import train_tokenizer
+
+    train, heldout = _chat_pairs(args.train_pairs, "train", args.seed), _chat_pairs(args.heldout_pairs, "test", args.seed + 1)
+    tokenizer = train_tokenizer([f"{p.prompt}\n{p.chosen}\n{p.rejected}" for p in train], args.vocab_size)
+    metrics = train_and_save(tokenizer, train, heldout, args.out, steps=args.steps, batch_size=args.batch_size,
+                             lr=args.lr, hidden_size=args.hidden_size, num_layers=args.num_layers, seed=args.seed)
+    print(json.dumps(metrics))
+    return 0
+
+
+def _cmd_deploy_rm(args) -> int:
+    from reward_services import deploy
+    from reward_services.train import load_pairs_jsonl
+
+    pairs = load_pairs_jsonl(args.pairs) if args.pairs else _chat_pairs(args.heldout_pairs, "test", 1)
+    report = deploy.validate(args.model_dir, pairs, min_accuracy=args.min_accuracy)
+    out = {"validation": report.as_dict()}
+    if not report.passed:
+        print(json.dumps(out))
+        print(f"mixrl deploy-rm: validation failed (accuracy {report.pairwise_accuracy:.3f} < {args.min_accuracy} "
+              f"or {report.errors} errors); nothing deployed", file=sys.stderr)
+        return 1
+    if args.local:
+        out["instances"] = deploy.start_local(args.model_dir, name=args.name, registry=args.registry,
+                                              instances=args.local, token=args.token)
+    else:
+        docs = deploy.render_manifests(name=args.name, model_digest=report.model_digest, namespace=args.namespace,
+                                       image=args.image, model_path=args.model_path, replicas=args.replicas,
+                                       token=args.token)
+        if args.render:
+            out["manifests"] = [str(p) for p in deploy.write_manifests(docs, args.render)]
+        if args.apply:
+            deploy.apply_manifests(docs)
+            out["applied"] = [f"{d['kind']}/{d['metadata']['name']}" for d in docs]
+    print(json.dumps(out))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mixrl", description="RL post-training toolkit for language models")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="generate the synthetic datasets (math, code, ifeval, chat)")
+    p.add_argument("--recipe", default=None, help="YAML with SyntheticDataConfig keys")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. out_dir=runs/data train_rows.math=1000")
+    p.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("pretrain", help="train a tokenizer and a tiny Qwen2 base model from scratch")
+    p.add_argument("recipe", help="e.g. recipes/pretrain_tiny.yaml")
+    p.add_argument("overrides", nargs="*", help="section.key=value")
+    p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("sft", help="supervised fine-tuning with thinking-mode fusion")
+    p.add_argument("recipe", help="e.g. recipes/sft_thinking.yaml")
+    p.add_argument("overrides", nargs="*", help="section.key=value")
+    p.set_defaults(func=_cmd_sft)
+
+    p = sub.add_parser("eval", help="accuracy per domain and mode, thinking-switch reliability")
+    p.add_argument("model_dir", help="a Hugging Face model folder")
+    p.add_argument("--recipe", default=None, help="YAML with EvalConfig keys, e.g. recipes/eval_tiny.yaml")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. backend=hf prompts_per_domain=50")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("train", help="GRPO: vLLM rollouts, rewards, advantages, update, weight sync (Ray actors)")
+    p.add_argument("recipe", help="e.g. recipes/grpo_math_tiny.yaml")
+    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. max_steps=5 resume=runs/grpo_math_tiny")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("plot", help="PNG curves of a run's metrics.jsonl")
+    p.add_argument("run_dir", help="a run directory (holds metrics.jsonl)")
+    p.add_argument("--keys", default=None, help="comma-separated metric names (default: the main GRPO curves)")
+    p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser("serve-rewards", help="OpenRLHF-style POST /get_reward endpoint over the reward router")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--config", default=None, help="YAML: a recipe with a rewards: section, or the section itself")
+    p.add_argument("--default-data-source", default="mixrl/synthetic_math", help="route for requests without data_sources")
+    p.set_defaults(func=_cmd_serve_rewards)
+
+    p = sub.add_parser("serve-sandbox", help="isolated code execution service (SandboxFusion-compatible /run_code, /run_tests)")
+    p.add_argument("--host", default="127.0.0.1", help="a non-loopback address requires --token")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--token", default=None, help="bearer token clients must send")
+    p.add_argument("--max-concurrency", type=int, default=2, help="sandboxed runs at once")
+    p.add_argument("--max-pending", type=int, default=None, help="queued requests before answering 429")
+    p.set_defaults(func=_cmd_serve_sandbox)
+
+    p = sub.add_parser("serve-rm", help="serve a reward model (classifier or generative judge) over gRPC")
+    from reward_services.cli_args import add_deploy_arguments, add_serve_arguments, add_train_arguments
+
+    add_serve_arguments(p)
+    p.set_defaults(func=_cmd_serve_rm)
+
+    p = sub.add_parser("train-rm", help="train a tiny reward model on synthetic preference pairs (Bradley-Terry)")
+    add_train_arguments(p)
+    p.set_defaults(func=_cmd_train_rm)
+
+    p = sub.add_parser("deploy-rm", help="validate a reward model on held-out pairs, then deploy it")
+    add_deploy_arguments(p)
+    p.set_defaults(func=_cmd_deploy_rm)
+
+    p = sub.add_parser("quickstart", help="data -> pretrain -> SFT -> eval on the embedded tiny default")
+    p.add_argument("--recipe", default=None, help="default: the embedded defaults of recipes/quickstart.yaml")
+    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. pretrain.train.max_steps=50")
+    p.set_defaults(func=_cmd_quickstart)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from core.data import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"mixrl {args.command}: config error: {exc}", file=sys.stderr)
+        return 2
+    except DataError as exc:
+        print(f"mixrl {args.command}: data error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Schemas of the application's recipes: `mixrl eval` (evaluation reports) and `mixrl quickstart` (every stage chained).
+
+The stages' own schemas live with them (`sft/config.py`, `rl/config.py`); `mixrl/cli.py` picks a recipe's
+schema from its file-name prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from core.sections import Dtype, OptimConfig, SyntheticDataConfig
+from rl.config import GRPOConfig, GRPOEvalConfig, GRPOSource, GRPOTrainerConfig, RolloutConfig
+from sft.config import PretrainConfig, SFTConfig
+
+
+@dataclass
+class EvalConfig:
+    """`mixrl eval MODEL_DIR`: accuracy per domain and mode, and thinking-switch reliability."""
+
+    model_path: str = "runs/sft_thinking/final"
+    out_dir: str = ""  # default: MODEL_DIR/eval
+    backend: Literal["vllm", "hf"] = "vllm"
+    dtype: Dtype = "float32"
+    data_dir: str = "runs/data"
+    domains: list[str] = field(default_factory=lambda: ["math", "code", "ifeval"])
+    prompts_per_domain: int = 100
+    max_response_tokens: int = 256
+    thinking_token_budget: int = 0  # vLLM's explicit thinking budget; 0 = none
+    multiturn_prompts: int = 50  # held-out two-turn chats probing that only the current turn's token counts
+    sandbox_url: str = ""  # code answers run in a local sandbox pool unless a `mixrl serve-sandbox` URL is given
+    backend_check_prompts: int = 8  # with backend vllm: also decode these with transformers and compare greedy outputs
+    seed: int = 0
+
+
+DIVISION = r"\d / \d"  # level-1 division prompts ("What is 84 / 7?")
+
+
+def quickstart_grpo_default() -> GRPOConfig:
+    """The quickstart's GRPO stage, one-step asynchronous: level-1 division in thinking mode, the slice of the
+    synthetic math where the SFT tiny model is right about a quarter of the time greedily (and in about two
+    thirds of its groups of 8 at temperature 1), so that GRPO's groups carry signal. Evaluated greedily on the
+    held-out prompts of the same slice.
+
+    Paths are rewritten under the quickstart's run_root by `mixrl.quickstart.chain_paths`.
+    """
+    return GRPOConfig(
+        sources=[GRPOSource(name="math", difficulties=[1], prompt_pattern=DIVISION, mode="think")],
+        prompts_per_step=16,
+        max_steps=60,
+        max_staleness=1,
+        rollout=RolloutConfig(samples_per_prompt=8, max_response_tokens=64, temperature=1.0),
+        trainer=GRPOTrainerConfig(micro_batch_sequences=64, optim=OptimConfig(lr_peak=1e-4, lr_min_ratio=1.0, lr_warmup_steps=2, weight_decay=0.0)),
+        eval=GRPOEvalConfig(prompts=400, difficulties=[1], prompt_pattern=DIVISION, mode="think", max_response_tokens=64, samples=8),
+        checkpoint_every_steps=0,
+    )
+
+
+@dataclass
+class QuickstartRMConfig:
+    """The quickstart's reward-model service: train a tiny RM on synthetic preference pairs, validate it, serve it
+    registered in a local registry (found by identifier), and check it through the service. `instances=0` skips."""
+
+    name: str = "chat-rm"
+    instances: int = 1
+    train_pairs: int = 400
+    heldout_pairs: int = 100
+    steps: int = 60
+    min_accuracy: float = 0.6  # deploy gate on held-out pairwise accuracy (the report deploys after validation)
+
+
+@dataclass
+class QuickstartConfig:
+    """`mixrl quickstart`: data, pretraining, SFT, evaluation, a reward-model service and GRPO on the embedded tiny
+    default (`reward_model.instances=0` / `grpo.max_steps=0` skip the last two)."""
+
+    run_root: str = "runs/quickstart"
+    # a larger math test split: the GRPO stage is evaluated on its level-1 division prompts (~80 of 4000 rows)
+    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(data=SyntheticDataConfig(test_rows={"math": 4000})))
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    grpo: GRPOConfig = field(default_factory=quickstart_grpo_default)
+    reward_model: QuickstartRMConfig = field(default_factory=QuickstartRMConfig)

