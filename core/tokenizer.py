@@ -33,9 +33,8 @@ SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]
 CONTROL_TOKENS = [THINK_OPEN, THINK_CLOSE, THINK_SWITCH]
 
 # ChatML with thinking-mode fusion. `enable_thinking=true` appends the switch to the last user turn (unless the
-# user already wrote it); the model then opens <think>. Without it the model answers directly. Mirrored
-# token-for-token by `core.chat.render_segments`, which also knows which spans are trained (a test checks both
-# agree).
+# user already wrote it); the model then opens <think>. Without it the model answers directly. SFT loss masks are
+# read off this template's own rendering (`core.chat.tokenize_chat`), as for any hub model's template.
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- set content = message['content'] -%}"

@@ -105,4 +105,7 @@ class SFTConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr_peak=1e-3, lr_warmup_steps=20))
     train: PackedTrainConfig = field(default_factory=lambda: PackedTrainConfig(max_steps=0, max_minutes=4.0, dtype="bfloat16"))
     distill: DistillConfig = field(default_factory=DistillConfig)
-
+    # thinking-mode fusion on a base model that lacks it (a hub model): add [[BlueThink]], <think>, </think> as
+    # tokens (new embedding rows = the mean row) and wrap its chat template so enable_thinking appends the switch.
+    # false: such a model fails at start instead (only mode: direct sources then run)
+    add_thinking_tokens: bool = True

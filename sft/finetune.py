@@ -19,7 +19,7 @@ from core.chat import prompt_context, render_turn, tokenize_chat
 from core.config import write_resolved_config
 from core.data import DataError, load_rows
 from core.model import count_parameters, load_checkpoint, save_checkpoint
-from core.tokenizer import ENDOFTEXT, single_token_id
+from core.thinking import ensure_thinking
 from sft.config import SFTConfig, SFTSource
 from sft.distill import load_teacher
 from sft.packing import pack_samples
@@ -85,6 +85,18 @@ def build_sft_samples(cfg: SFTConfig, tokenizer) -> tuple[list[tuple[list[int], 
     return [tokenize_chat(tokenizer, chat) for chat in chats], counts
 
 
+def prepare_thinking(cfg: SFTConfig, model, tokenizer) -> dict:
+    """Before any data is read: a recipe with thinking sources gets a tokenizer and template that express the
+    switch (added when `add_thinking_tokens`, else a clear `ChatTemplateError`); direct-only recipes change nothing."""
+    if all(source.mode == "direct" for source in cfg.sources):
+        return {"added_tokens": [], "template_patched": False}
+    report = ensure_thinking(model, tokenizer, allow_changes=cfg.add_thinking_tokens)
+    if report["added_tokens"] or report["template_patched"]:
+        print(f"[sft] thinking-mode fusion on {cfg.base_model_path}: added tokens {report['added_tokens']}, "
+              f"chat template {'wrapped with the switch' if report['template_patched'] else 'unchanged'}", flush=True)
+    return report
+
+
 def run_sft(cfg: SFTConfig) -> dict:
     """Run the SFT recipe from `cfg.base_model_path` on datasets already on disk (`mixrl sft` makes the synthetic
     ones first); saves RUN_DIR/final and RUN_DIR/summary.json."""
@@ -93,8 +105,10 @@ def run_sft(cfg: SFTConfig) -> dict:
     set_threads(cfg.train.num_threads)
     t0 = time.perf_counter()
     model, tokenizer = load_checkpoint(cfg.base_model_path)
+    thinking = prepare_thinking(cfg, model, tokenizer)
     samples, counts = build_sft_samples(cfg, tokenizer)
-    rows, stats = pack_samples(samples, cfg.train.sequence_tokens, pad_id=single_token_id(tokenizer, ENDOFTEXT))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows, stats = pack_samples(samples, cfg.train.sequence_tokens, pad_id=pad_id)
     print(
         f"[sft] {stats.samples} chats {counts} -> {stats.rows} packed rows (fill {stats.fill_ratio:.0%}, "
         f"{stats.truncated_samples} truncated)",
@@ -109,6 +123,8 @@ def run_sft(cfg: SFTConfig) -> dict:
     result = {
         "stage": "sft",
         "parameters": count_parameters(model),
+        "thinking_tokens_added": thinking["added_tokens"],
+        "chat_template_patched": thinking["template_patched"],
         "chats_per_source": counts,
         "packed_rows": stats.rows,
         "steps": summary.steps,

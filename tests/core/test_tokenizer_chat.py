@@ -2,7 +2,7 @@
 
 from transformers import AutoTokenizer
 
-from core.chat import IGNORE_INDEX, render_segments, thinking_answer, tokenize_chat, wants_thinking, with_switch
+from core.chat import IGNORE_INDEX, thinking_answer, tokenize_chat, wants_thinking, with_switch
 from core.tokenizer import CONTROL_TOKENS, ENDOFTEXT, IM_END, IM_START, SPECIAL_TOKENS, THINK_SWITCH
 
 
@@ -38,20 +38,6 @@ def _chat():
         {"role": "user", "content": with_switch("What is 2 + 3?")},
         {"role": "assistant", "content": thinking_answer("2 + 3 = 5", "The answer is \\boxed{5}.")},
     ]
-
-
-def test_template_matches_renderer(tokenizer):
-    chats = [
-        _chat(),
-        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
-        _chat() + [{"role": "user", "content": "And 4 + 4?"}, {"role": "assistant", "content": "8"}],
-    ]
-    for chat in chats:
-        rendered = "".join(s.text for s in render_segments(chat))
-        assert tokenizer.apply_chat_template(chat, tokenize=False) == rendered
-        prompt = chat[:-1]
-        gen = "".join(s.text for s in render_segments(prompt, add_generation_prompt=True))
-        assert tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True) == gen
 
 
 def test_enable_thinking_appends_switch_to_last_user_turn_only(tokenizer):
