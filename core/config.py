@@ -131,7 +131,8 @@ def _replace_path(cfg: Any, path: list[str], value: Any, *, full_key: str) -> An
 
 
 # keys an earlier release had: a recipe still using one is told the new name
-RENAMED_KEYS = {"save_every_steps": "checkpoint_every_steps"}
+RENAMED_KEYS = {"save_every_steps": "checkpoint_every_steps", "trainer_cpus": "trainer_cpus_per_worker",
+                "trainer_gpus": "trainer_gpus_per_worker"}
 
 
 def _unknown_key_message(source: str, full_key: str, key: str, valid: list[str], prefix: str) -> str:

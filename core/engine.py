@@ -73,12 +73,17 @@ class RolloutEngine:
 
     def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = 512, seed: int = 0,
                  kv_cache_gib: float = 1.0, weight_transfer_backend: str = "", worker_extension_cls: str = "",
-                 cpu_bind: str = ""):
+                 cpu_bind: str = "", tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
+                 enforce_eager: bool | None = None, enable_chunked_prefill: bool | None = None):
         self.model_path = model_path
+        self.tensor_parallel_size = tensor_parallel_size
+        self.gpu_memory_utilization = gpu_memory_utilization  # GPU engines only
+        self.enforce_eager = enforce_eager  # None: eager on CPU only
+        self.enable_chunked_prefill = enable_chunked_prefill  # None: on GPU only
         self.dtype = dtype
         self.max_model_len = max_model_len
         self.seed = seed
-        self.kv_cache_gib = kv_cache_gib
+        self.kv_cache_gib = kv_cache_gib  # vLLM-CPU only (VLLM_CPU_KVCACHE_SPACE); GPUs: gpu_memory_utilization
         self.weight_transfer_backend = weight_transfer_backend  # "" = no weight transfer (evaluation, curation)
         self.worker_extension_cls = worker_extension_cls
         self.cpu_bind = cpu_bind
@@ -92,20 +97,26 @@ class RolloutEngine:
             os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
         if self.worker_extension_cls:  # its module registers a weight-transfer backend: in this process too
             importlib.import_module(self.worker_extension_cls.rpartition(".")[0])
+        import torch
         from vllm import AsyncEngineArgs
         from vllm.config import ReasoningConfig, WeightTransferConfig
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        on_gpu = torch.cuda.is_available()
+        eager = (not on_gpu) if self.enforce_eager is None else self.enforce_eager
+        # vLLM 0.32's CPU runner crashes on a seeded request whose prefill is split ("CPU Generator does not use
+        # offset"), and per-request seeds are what make rollouts reproducible: chunked prefill on GPUs only.
+        chunked = on_gpu if self.enable_chunked_prefill is None else self.enable_chunked_prefill
         args = AsyncEngineArgs(
             model=self.model_path,
             dtype=self.dtype,
             max_model_len=self.max_model_len,
             seed=self.seed,
-            enforce_eager=True,
-            # No chunked prefill: vLLM 0.32's CPU runner crashes on a seeded request whose prefill is split
-            # ("CPU Generator does not use offset"), and per-request seeds are what make rollouts reproducible.
-            enable_chunked_prefill=False,
+            enforce_eager=eager,
+            enable_chunked_prefill=chunked,
             max_num_batched_tokens=max(8192, self.max_model_len),
+            tensor_parallel_size=self.tensor_parallel_size,
+            **({"gpu_memory_utilization": self.gpu_memory_utilization} if on_gpu else {}),
             reasoning_config=ReasoningConfig(reasoning_start_str=THINK_OPEN, reasoning_end_str=f"\n{THINK_CLOSE}\n\n"),
             **({"weight_transfer_config": WeightTransferConfig(backend=self.weight_transfer_backend)}
                if self.weight_transfer_backend else {}),
@@ -159,10 +170,20 @@ class RolloutEngine:
 
     async def update_weights(self, update_info: dict, version: int) -> int:
         """Receive one full set of weights (the trainer sends concurrently); returns the new version."""
+        await self.start_weight_update()
+        await self.receive_weights(update_info)
+        return await self.finish_weight_update(version)
+
+    # the three phases apart, for a trainer-side engine that drives them itself (vLLM's NCCL trainer engine)
+    async def start_weight_update(self) -> None:
+        await self.engine.start_weight_update()
+
+    async def receive_weights(self, update_info: dict) -> None:
         from vllm.distributed.weight_transfer.base import WeightTransferUpdateRequest
 
-        await self.engine.start_weight_update()
         await self.engine.update_weights(WeightTransferUpdateRequest(update_info=update_info))
+
+    async def finish_weight_update(self, version: int) -> int:
         await self.engine.finish_weight_update(weight_version=str(version))
         self.weight_version = int(await self.engine.get_weight_version())
         await self.engine.reset_prefix_cache()  # cached KV came from the old weights

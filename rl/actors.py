@@ -1,15 +1,19 @@
 """The two sides of a GRPO run as Ray actors: rollout engines (generation + rewards) and the trainer.
 
 Placement (report §4.3.1 balances the phases by tuning this split) is the recipe's `placement:` section: each
-rollout actor reserves `rollout_cpus_per_engine` CPUs / `rollout_gpus_per_engine` GPUs in Ray and binds
-vLLM-CPU's OpenMP threads to `rollout_cpu_bind[i]`; the trainer reserves `trainer_cpus` / `trainer_gpus` and
-pins its threads to `trainer_cpu_bind`. The same code runs on a local Ray and on a cluster (`ray.address`).
+rollout actor takes bundle i of the rollout side's placement group (`rollout_cpus_per_engine` CPUs /
+`rollout_gpus_per_engine` GPUs, `rollout_strategy`) and binds vLLM-CPU's OpenMP threads to `rollout_cpu_bind[i]`;
+each of the `trainer_workers` trainer ranks takes a bundle of the trainer's group (`trainer_cpus_per_worker` /
+`trainer_gpus_per_worker`, `trainer_strategy`) and pins its threads to `trainer_cpu_bind`. The same code runs on a
+local Ray and on a cluster (`ray.address`).
 
 Rewards are computed on the rollout side: `RolloutActor.rollout` scores a group (or one sample) in a thread as
 soon as vLLM finishes it, while the engine keeps generating the rest of the batch.
 
-Weight transfer: the trainer holds one sender per engine (its own gloo group, rank 0 = trainer), so a restarted
-engine gets a new group without disturbing the others; on GPUs the backend is vLLM's NCCL engine.
+Weight transfer: trainer rank 0 holds one sender per engine (its own gloo group, rank 0 = trainer, the rendezvous
+on the trainer's node), so a restarted engine gets a new group without disturbing the others; on GPUs the backend
+is vLLM's NCCL trainer engine (`TrainerActor.connect_nccl`). The trainer side as a whole (N ranks) is
+`rl.trainer_group.TrainerGroup`.
 """
 
 from __future__ import annotations
@@ -73,9 +77,12 @@ class RolloutActor:
     def __init__(self, model_path: str, rollout_cfg, seed: int):
         from rl.weight_sync import WORKER_EXTENSION  # imports vLLM: only in the actor's process
 
-        self.engine = RolloutEngine(model_path, dtype=rollout_cfg.dtype, max_model_len=rollout_cfg.max_model_len, seed=seed,
-                                    kv_cache_gib=rollout_cfg.kv_cache_gib, weight_transfer_backend=rollout_cfg.weight_transfer_backend,
-                                    worker_extension_cls=WORKER_EXTENSION, cpu_bind=rollout_cfg.cpu_bind)
+        r = rollout_cfg
+        self.engine = RolloutEngine(model_path, dtype=r.dtype, max_model_len=r.max_model_len, seed=seed, kv_cache_gib=r.kv_cache_gib,
+                                    weight_transfer_backend=r.weight_transfer_backend, worker_extension_cls=WORKER_EXTENSION,
+                                    cpu_bind=r.cpu_bind, tensor_parallel_size=r.tensor_parallel_size,
+                                    gpu_memory_utilization=r.gpu_memory_utilization, enforce_eager=r.enforce_eager,
+                                    enable_chunked_prefill=r.enable_chunked_prefill)
         self.router = None
         self.reward_key = None
 
@@ -114,6 +121,16 @@ class RolloutActor:
     async def update_weights(self, update_info: dict, version: int) -> int:
         return await self.engine.update_weights(update_info, version)
 
+    # the phases apart: vLLM's NCCL trainer engine drives them from trainer rank 0 (`rl.weight_sync.RolloutActorClient`)
+    async def start_weight_update(self) -> None:
+        await self.engine.start_weight_update()
+
+    async def receive_weights(self, update_info: dict) -> None:
+        await self.engine.receive_weights(update_info)
+
+    async def finish_weight_update(self, version: int) -> int:
+        return await self.engine.finish_weight_update(version)
+
     async def weight_version(self) -> int:
         return self.engine.weight_version
 
@@ -128,18 +145,44 @@ class RolloutActor:
 
 
 class TrainerActor:
-    """Ray actor around `PolicyTrainer` and the trainer side of the weight transfer (one sender per engine)."""
+    """Ray actor around one rank of the trainer (`PolicyTrainer`) and its side of the weight transfer (one sender
+    per engine, on rank 0). `rl.trainer_group.TrainerGroup` creates N of them and drives them as one."""
 
-    def __init__(self, model_path: str, trainer_cfg, algo_cfg, total_steps: int, seed: int, cpu_bind: str = ""):
-        from rl.trainer import PolicyTrainer
-
+    def __init__(self, model_path: str, trainer_cfg, algo_cfg, total_steps: int, seed: int, cpu_bind: str = "",
+                 rank: int = 0, world_size: int = 1):
         if cpu_bind:  # the training side's share of this node's cores
             cores = parse_cores(cpu_bind)
             os.sched_setaffinity(0, cores)
             if not trainer_cfg.num_threads:
                 trainer_cfg = dataclasses.replace(trainer_cfg, num_threads=len(cores))
-        self.trainer = PolicyTrainer(model_path, trainer_cfg, algo_cfg, total_steps=total_steps, seed=seed)
+        self.args = (model_path, trainer_cfg, algo_cfg, total_steps, seed)
+        self.rank, self.world_size = rank, world_size
+        self.trainer = None
         self.senders: dict[int, object] = {}
+        self.nccl: dict[int, tuple] = {}
+
+    def endpoint(self) -> tuple[str, int]:
+        """This worker's node address and a free port on it: rank 0 hosts the rendezvous of the trainer's process
+        group and of every weight-transfer group (never the driver's node)."""
+        import ray
+
+        host = ray.util.get_node_ip_address()
+        return host, free_port(host)
+
+    def setup(self, host: str, port: int) -> None:
+        """Join the trainer's process group (gloo on CPU, NCCL on GPU) and load the models, sharded when N > 1."""
+        import torch.distributed as dist
+
+        from core.device import collective_backend, resolve_device
+        from rl.trainer import PolicyTrainer
+
+        model_path, trainer_cfg, algo_cfg, total_steps, seed = self.args
+        if self.world_size > 1:
+            backend = collective_backend(resolve_device(trainer_cfg.device))
+            dist.init_process_group(backend, init_method=f"tcp://{host}:{port}", rank=self.rank, world_size=self.world_size)
+        self.trainer = PolicyTrainer(model_path, trainer_cfg, algo_cfg, total_steps=total_steps, seed=seed)
+
+    # weight transfer: gloo (ours) ---------------------------------------------------------------------------
 
     def connect(self, host: str, port: int, bucket_mib: int, wire_dtype: str, engine: int = 0) -> None:
         from rl.weight_sync import GlooWeightSender
@@ -152,10 +195,43 @@ class TrainerActor:
         self.senders[engine] = sender
 
     def update_info(self) -> dict:
-        return next(iter(self.senders.values())).update_info(self.trainer.policy)
+        from rl.weight_sync import weights_update_info
+
+        return weights_update_info(self.trainer.policy, self.senders[next(iter(self.senders))].wire_dtype,
+                                   self.senders[next(iter(self.senders))].bucket_bytes)
 
     def send_weights(self, engine: int = 0) -> int:
+        """Rank 0 sends to the engine; the other ranks only take part in gathering each full tensor."""
+        from rl.weight_sync import gather_full_tensors
+
+        if self.rank != 0:
+            for _ in gather_full_tensors(self.trainer.policy):
+                pass
+            return 0
         return self.senders[engine].send(self.trainer.policy)
+
+    # weight transfer: NCCL (vLLM's trainer engine, GPUs) -----------------------------------------------------
+
+    def connect_nccl(self, engine: int, rollout, engine_world_size: int, host: str, port: int) -> None:
+        """vLLM's `NCCLTrainerWeightTransferEngine` for one engine: rank 0 opens the NCCL endpoint at its own
+        address and drives the engine's side through the rollout actor; other ranks only join the gathers."""
+        from vllm.distributed.weight_transfer.base import ModuleSource
+        from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo, NCCLTrainerWeightTransferEngine
+
+        from rl.weight_sync import RolloutActorClient
+
+        client = RolloutActorClient(rollout)
+        info = NCCLTrainerInitInfo(master_address=host, master_port=port, world_size=1 + engine_world_size, rank=self.rank)
+        sender = NCCLTrainerWeightTransferEngine.trainer_init(info, client=client, source=ModuleSource(self.trainer.policy))
+        self.nccl[engine] = (sender, client)
+
+    def send_weights_nccl(self, engine: int, version: int) -> int:
+        sender, client = self.nccl[engine]
+        client.version = version  # finish_weight_update labels the engine's weights with it
+        sender.send_weights()
+        return sum(p.numel() * p.element_size() for p in self.trainer.policy.parameters()) if self.rank == 0 else 0
+
+    # training and checkpoints -------------------------------------------------------------------------------
 
     def train_step(self, batch) -> dict:
         return self.trainer.train_step(batch)
@@ -173,13 +249,15 @@ class TrainerActor:
         return self.trainer.parameter_checksum()
 
     # Diagnostics: not called by a run; tests and benchmarks use them to compare the trainer with the engines.
+    # With N ranks every rank must call them (the sharded forward is a collective).
 
     def diagnostic_logprobs(self, batch) -> torch.Tensor:
         """The policy's logprob of every next token of a `TrainBatch` [B, T-1] (for checks against the engine)."""
         from rl.trainer import sequence_logprobs
 
         with torch.no_grad():
-            return sequence_logprobs(self.trainer.policy, batch.input_ids, batch.attention_mask, micro_batch=64)[0]
+            batch = batch.to(self.trainer.device)
+            return sequence_logprobs(self.trainer.policy, batch.input_ids, batch.attention_mask, micro_batch=64)[0].cpu()
 
     def diagnostic_greedy_hf(self, prompt_ids: list[list[int]], max_tokens: int) -> list[str]:
         """Greedy completions by transformers from the trainer's weights (to compare with the engine's)."""
@@ -187,10 +265,15 @@ class TrainerActor:
 
         return generate_hf(self.trainer.policy, self.trainer.tokenizer, prompt_ids, max_tokens=max_tokens)
 
+    def diagnostic_node(self) -> str:
+        import ray
 
-def free_port() -> int:
+        return ray.get_runtime_context().get_node_id()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -202,16 +285,22 @@ def ensure_ray(cfg: GRPOConfig) -> None:
         ray.init(address=cfg.ray.address or None, include_dashboard=False, log_to_driver=True, **kwargs)
 
 
-def new_rollout_actor(cfg: GRPOConfig, model_path: str, engine: int = 0):
-    """A rollout actor (not yet started) with engine `engine`'s share of the placement."""
+def new_rollout_actor(cfg: GRPOConfig, model_path: str, engine: int = 0, group=None):
+    """A rollout actor (not yet started) with engine `engine`'s share of the placement (bundle `engine` of the
+    rollout side's placement group, when there is one)."""
     import ray
 
     p = cfg.placement
     rollout_cfg = cfg.rollout
     if p.rollout_cpu_bind:
         rollout_cfg = dataclasses.replace(rollout_cfg, cpu_bind=p.rollout_cpu_bind[engine % len(p.rollout_cpu_bind)])
-    return ray.remote(num_cpus=p.rollout_cpus_per_engine, num_gpus=p.rollout_gpus_per_engine)(RolloutActor).remote(
-        model_path, rollout_cfg, engine_seed(cfg.seed, engine))
+    options: dict = {"num_cpus": p.rollout_cpus_per_engine, "num_gpus": p.rollout_gpus_per_engine}
+    if group is not None:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        options = {"num_cpus": p.rollout_cpus_per_engine or 0.01, "num_gpus": p.rollout_gpus_per_engine,
+                   "scheduling_strategy": PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=engine)}
+    return ray.remote(RolloutActor).options(**options).remote(model_path, rollout_cfg, engine_seed(cfg.seed, engine))
 
 
 def start_rollout(cfg: GRPOConfig, model_path: str, engine: int = 0):
@@ -221,33 +310,3 @@ def start_rollout(cfg: GRPOConfig, model_path: str, engine: int = 0):
     actor = new_rollout_actor(cfg, model_path, engine)
     ray.get(actor.start.remote())
     return actor
-
-
-def new_trainer_actor(cfg: GRPOConfig):
-    import ray
-
-    p = cfg.placement
-    return ray.remote(num_cpus=p.trainer_cpus, num_gpus=p.trainer_gpus)(TrainerActor).remote(
-        cfg.model_path, cfg.trainer, cfg.algo, cfg.max_steps, cfg.seed, p.trainer_cpu_bind)
-
-
-def connect_weight_transfer(cfg: GRPOConfig, trainer, rollout, engine: int = 0) -> None:
-    """A weight-transfer group between the trainer and one engine."""
-    import ray
-
-    if cfg.rollout.weight_transfer_backend != "gloo":
-        raise NotImplementedError("the nccl backend needs GPUs: its trainer side is vLLM's NCCLTrainerWeightTransferEngine")
-    host = ray.util.get_node_ip_address() if cfg.ray.address else "127.0.0.1"
-    port = free_port()
-    ray.get([trainer.connect.remote(host, port, cfg.rollout.weight_bucket_mib, cfg.rollout.dtype, engine),
-             rollout.init_weight_transfer.remote({"master_address": host, "master_port": port, "world_size": 2})])
-
-
-def sync_weights(trainer, rollout, version: int, engine: int = 0) -> tuple[int, float, int]:
-    """Send the trainer's weights to one engine; returns (engine version, seconds, bytes)."""
-    import ray
-
-    t0 = time.perf_counter()
-    info = ray.get(trainer.update_info.remote())
-    sent, engine_version = ray.get([trainer.send_weights.remote(engine), rollout.update_weights.remote(info, version)])
-    return engine_version, time.perf_counter() - t0, sent

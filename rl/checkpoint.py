@@ -19,11 +19,10 @@ __all__ = ["PENDING_FILE", "latest_checkpoint", "restore_grpo_checkpoint", "save
 
 
 def save_grpo_checkpoint(cfg: GRPOConfig, trainer, step: int, ahead: dict) -> Path:
-    """The trainer actor's state and the batches generated ahead, as checkpoints/step_N (keeps `keep_checkpoints`)."""
-    import ray
-
+    """The trainer's state (`TrainerGroup.save`: full state, rank 0 writes) and the batches generated ahead, as
+    checkpoints/step_N (keeps `keep_checkpoints`)."""
     def write(folder: Path) -> None:
-        ray.get(trainer.save.remote(str(folder), {"step": step}))
+        trainer.save(str(folder), {"step": step})
         (folder / PENDING_FILE).write_bytes(pickle.dumps(dict(ahead)))
 
     return save_checkpoint(cfg.run_dir, step, write, keep=cfg.keep_checkpoints)
@@ -33,13 +32,11 @@ def restore_grpo_checkpoint(cfg: GRPOConfig, trainer) -> tuple[int, dict, Path |
     """Load the checkpoint `cfg.resume` names into the trainer actor, with this invocation's optimizer
     hyperparameters; returns (step to start at, batches generated ahead that the staleness bound still allows,
     the checkpoint). (0, {}, None) when starting fresh."""
-    import ray
-
     ckpt = find_resume_checkpoint(cfg.resume, cfg.run_dir)
     if ckpt is None:
         return 0, {}, None
-    start_step = ray.get(trainer.load.remote(str(ckpt)))["step"]
-    ray.get(trainer.set_optim.remote(cfg.trainer.optim))  # hyperparameters of this invocation win
+    start_step = trainer.load(str(ckpt))["step"]
+    trainer.set_optim(cfg.trainer.optim)  # hyperparameters of this invocation win
     ahead = {}
     if (ckpt / PENDING_FILE).exists() and cfg.max_staleness > 0:
         ahead = {s: b for s, b in pickle.loads((ckpt / PENDING_FILE).read_bytes()).items()

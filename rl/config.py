@@ -35,7 +35,11 @@ class RolloutConfig(SamplingConfig):
 
     dtype: Dtype = "float32"
     max_model_len: int = 512
-    kv_cache_gib: float = 1.0
+    kv_cache_gib: float = 1.0  # vLLM-CPU's KV cache (VLLM_CPU_KVCACHE_SPACE); on GPUs gpu_memory_utilization sizes it
+    tensor_parallel_size: int = 1  # GPUs per engine (placement.rollout_gpus_per_engine must match)
+    gpu_memory_utilization: float = 0.9  # GPU engines: the share of GPU memory vLLM takes (weights + KV cache)
+    enforce_eager: bool | None = None  # None = eager on CPU only (CUDA graphs on GPU)
+    enable_chunked_prefill: bool | None = None  # None = on GPU only (vLLM-CPU 0.32 crashes with seeded split prefills)
     weight_transfer_backend: Literal["gloo", "nccl"] = "gloo"  # gloo on CPU, vLLM's NCCL on GPUs
     weight_bucket_mib: int = 64  # gloo: one broadcast per bucket
     cpu_bind: str = ""  # vLLM-CPU: cores of the engine's OpenMP threads ("0", "0-1"); "" = vLLM's default
@@ -72,7 +76,11 @@ class GRPOTrainerConfig:
 
     micro_batch_sequences: int = 32  # sequences per forward/backward; gradients accumulate over the step
     updates_per_step: int = 1  # optimizer steps per rollout batch (PPO epochs over mini-batches)
-    dtype: Dtype = "float32"  # bfloat16 = autocast for forward/backward; master weights stay fp32
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when the worker sees a GPU
+    dtype: Dtype = "float32"  # bfloat16 = autocast for forward/backward on the device; master weights stay fp32
+    gradient_checkpointing: bool = False  # recompute activations in backward (GPU memory for long sequences)
+    reference_offload: bool = False  # the frozen reference waits on the CPU between uses (GPU memory)
+    fsdp: bool = False  # shard with FSDP2 even with one worker (more than one worker always shards)
     num_threads: int = 0  # torch intra-op threads of the trainer actor; 0 = torch's default
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr_peak=2e-5, lr_min_ratio=1.0, lr_warmup_steps=0, weight_decay=0.0))
 
@@ -99,11 +107,14 @@ class PlacementConfig:
 
     rollout_engines: int = 1
     rollout_cpus_per_engine: float = 0  # Ray CPUs each engine reserves (vLLM runs its own threads)
-    rollout_gpus_per_engine: float = 0
+    rollout_gpus_per_engine: float = 0  # = rollout.tensor_parallel_size on GPUs
     rollout_cpu_bind: list[str] = field(default_factory=list)  # vLLM-CPU cores of engine i ("0", "0-3"); [] = vLLM's default
-    trainer_cpus: float = 0
-    trainer_gpus: float = 0
-    trainer_cpu_bind: str = ""  # cores the trainer's threads are pinned to ("1", "4-7"); "" = all
+    rollout_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"  # engines over nodes
+    trainer_workers: int = 1  # trainer ranks: one torch.distributed group, the policy sharded with FSDP2 when > 1
+    trainer_cpus_per_worker: float = 0
+    trainer_gpus_per_worker: float = 0
+    trainer_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"  # trainer ranks over nodes
+    trainer_cpu_bind: str = ""  # cores each trainer worker's threads are pinned to ("1", "4-7"); "" = all
 
 
 @dataclass
@@ -153,3 +164,25 @@ class GRPOConfig:
     keep_checkpoints: int = 2
     log_every_steps: int = 1
     ray: RayConfig = field(default_factory=RayConfig)
+
+
+def check_config(cfg: GRPOConfig) -> None:
+    """Combinations no run can use, named before anything starts (`core.config.ConfigError`). What the Ray cluster
+    can hold is checked once Ray is up (`rl.trainer_group.check_ray_placement`)."""
+    from core.config import ConfigError
+
+    p, r = cfg.placement, cfg.rollout
+    if cfg.max_staleness < 0:
+        raise ConfigError(f"max_staleness must be >= 0, got {cfg.max_staleness}")
+    if p.trainer_workers < 1 or p.rollout_engines < 1:
+        raise ConfigError(f"placement: trainer_workers ({p.trainer_workers}) and rollout_engines ({p.rollout_engines}) must be >= 1")
+    if r.weight_transfer_backend == "nccl" and not (p.trainer_gpus_per_worker > 0 and p.rollout_gpus_per_engine > 0):
+        raise ConfigError("rollout.weight_transfer_backend: nccl needs GPUs on both sides (placement.trainer_gpus_per_worker = "
+                          f"{p.trainer_gpus_per_worker:g}, placement.rollout_gpus_per_engine = {p.rollout_gpus_per_engine:g}); "
+                          "on CPUs use gloo")
+    if cfg.trainer.device == "cuda" and not p.trainer_gpus_per_worker > 0:
+        raise ConfigError("trainer.device: cuda needs placement.trainer_gpus_per_worker > 0 (Ray hides GPUs from a worker "
+                          "that reserved none)")
+    if r.tensor_parallel_size > 1 and p.rollout_gpus_per_engine != r.tensor_parallel_size:
+        raise ConfigError(f"rollout.tensor_parallel_size {r.tensor_parallel_size} needs placement.rollout_gpus_per_engine = "
+                          f"{r.tensor_parallel_size}, got {p.rollout_gpus_per_engine:g}")

@@ -53,13 +53,14 @@ import torch
 from core.config import write_resolved_config
 from core.metrics import MetricsLogger
 from rl import algos
-from rl.actors import build_reward_router, ensure_ray, new_trainer_actor
+from rl.actors import build_reward_router, ensure_ray
 from rl.checkpoint import latest_checkpoint, restore_grpo_checkpoint, save_grpo_checkpoint
-from rl.config import GRPOConfig
+from rl.config import GRPOConfig, check_config
 from rl.heldout import evaluate_heldout
 from rl.prompts import load_sources
 from rl.rollout import RolloutBatch, RolloutSide
 from rl.trainer import build_batch
+from rl.trainer_group import TrainerGroup, check_ray_placement
 
 CURVES = ["reward", "accuracy", "kl", "entropy", "response_tokens_mean", "grad_norm", "time_step_s", "staleness_mean"]
 
@@ -88,12 +89,10 @@ class StepResult:
 # ---- one GRPO step ------------------------------------------------------------------------------------------
 
 
-def grpo_step(cfg: GRPOConfig, step: int, rollout: RolloutSide, trainer, ahead: dict[int, RolloutBatch], stop: int,
-              pad_id: int) -> StepResult:
+def grpo_step(cfg: GRPOConfig, step: int, rollout: RolloutSide, trainer: TrainerGroup, ahead: dict[int, RolloutBatch],
+              stop: int, pad_id: int) -> StepResult:
     """Step `step`: rollout -> rewards -> advantages -> update -> weight sync. With `max_staleness: k`, the batches
     of steps step+1..step+k are generated (with the engines' current weights) while the trainer updates."""
-    import ray
-
     k = cfg.max_staleness
     times = StepTimes()
     t0 = time.perf_counter()
@@ -104,17 +103,17 @@ def grpo_step(cfg: GRPOConfig, step: int, rollout: RolloutSide, trainer, ahead: 
     batch = rollout.enforce_staleness(ahead.pop(step), trainer_version=step, max_staleness=k)
     # 2. advantages
     advantages, scored = compute_advantages(cfg, batch)
-    # 3. update, launched on the trainer actor ...
+    # 3. update, launched on the trainer ranks ...
     train_batch = build_batch([(s.prompt_ids, s.response_ids, s.response_logprobs) for s in batch.samples],
                               advantages.tolist(), scored, pad_id)
     t_launch = time.perf_counter()
-    train_ref = trainer.train_step.remote(train_batch)
+    train_ref = trainer.launch_train_step(train_batch)
     # ... while the rollout side generates the batches the staleness bound allows
     for later in range(step + 1, min(stop, step + k + 1)):
         if later not in ahead:
             ahead[later] = rollout.generate(later)
             times.overlap_s += ahead[later].time_generate_s
-    train = ray.get(train_ref)
+    train = trainer.wait(train_ref)
     times.generate_s += times.overlap_s
     times.overlap_s = min(times.overlap_s, time.perf_counter() - t_launch)  # the part that ran beside the update
     # 4. weight sync: the engines now hold the weights after step+1 updates
@@ -188,11 +187,9 @@ def step_metrics(result: StepResult) -> dict[str, float]:
 def run_grpo(cfg: GRPOConfig, *, rollout=None) -> dict:
     """Train; returns the summary. `rollout`: an already started rollout actor to use as engine 0 (tests share
     one engine; its weights are overwritten by a sync before the first step, and it is left running)."""
-    import ray
     from transformers import AutoTokenizer
 
-    if cfg.max_staleness < 0:
-        raise ValueError(f"max_staleness must be >= 0, got {cfg.max_staleness}")
+    check_config(cfg)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_resolved_config(cfg, run_dir)
@@ -200,7 +197,8 @@ def run_grpo(cfg: GRPOConfig, *, rollout=None) -> dict:
     build_reward_router(cfg).close()  # ... a bad reward config or an unreachable registry
     ensure_ray(cfg)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
-    trainer = new_trainer_actor(cfg)
+    check_ray_placement(cfg)  # a placement the cluster cannot hold fails now, naming what is missing
+    trainer = TrainerGroup(cfg)
     start_step, ahead, ckpt = restore_grpo_checkpoint(cfg, trainer)
     if ckpt is not None:
         print(f"[grpo] resuming from {ckpt} at step {start_step} ({len(ahead)} batch(es) generated ahead)", flush=True)
@@ -230,8 +228,8 @@ def run_grpo(cfg: GRPOConfig, *, rollout=None) -> dict:
         summary.update({f"{k}_after": v for k, v in after.items()})
         print(f"[grpo] held-out after: {json.dumps(after)}", flush=True)
     summary.update({"steps": stop, "weight_version": version, "checkpoint": str(latest_checkpoint(run_dir)),
-                    "parameter_checksum": ray.get(trainer.parameter_checksum.remote())})
+                    "parameter_checksum": trainer.parameter_checksum()})
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    ray.kill(trainer)
+    trainer.shutdown()
     side.shutdown(keep=[rollout] if rollout is not None else None)
     return summary

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from core.chat import render_prompt
 from core.engine import RolloutSample
 from rewards import RewardResult, RewardRouter, Sample, reward_config_from_dict
-from rl.actors import RolloutResult, connect_weight_transfer, new_rollout_actor, sync_weights
+from rl.actors import RolloutResult, new_rollout_actor
 from rl.config import GRPOConfig
 from rl.prompts import StepPrompt, step_prompts, step_sampling
 from rl.scheduler import DispatchStats, EnginePool, join_groups, rollout_items
@@ -73,9 +73,12 @@ class RolloutSide:
     """The engines of a run, the scheduler over them, their weights, and the batches they generate."""
 
     def __init__(self, cfg: GRPOConfig, tokenizer, rows: dict[str, list[dict]], trainer, engines: list | None = None):
+        """`trainer`: the run's `rl.trainer_group.TrainerGroup` (the weights' source). `engines`: already started
+        rollout actors to use first (tests share one); the rest are created in the rollout placement group."""
         self.cfg, self.tokenizer, self.rows, self.trainer = cfg, tokenizer, rows, trainer
         self.given = list(engines or [])
         self.fresh: set[int] = set()
+        self.group = None  # the placement group of the engines this side creates
         self.version = 0
         self.length_router: RewardRouter | None = None  # group length terms when samples of a group are scored apart
         s = cfg.scheduler
@@ -88,7 +91,11 @@ class RolloutSide:
             actor, self.given[engine] = self.given[engine], None  # a given engine is used once, never recreated
             return actor
         self.fresh.add(engine)
-        return new_rollout_actor(self.cfg, self.cfg.model_path, engine)
+        if self.group is None:
+            from rl.trainer_group import rollout_bundles, reserve
+
+            self.group = reserve(rollout_bundles(self.cfg.placement), self.cfg.placement.rollout_strategy, "placement.rollout_engines")
+        return new_rollout_actor(self.cfg, self.cfg.model_path, engine, self.group)
 
     def start(self) -> None:
         """Start the new engines, give every engine the run's rewards and a weight-transfer group."""
@@ -97,7 +104,7 @@ class RolloutSide:
         ray.get([self.pool.engines[i].start.remote() for i in sorted(self.fresh)])
         ray.get([e.configure_rewards.remote(self.cfg) for e in self.pool.engines])
         for i, engine in enumerate(self.pool.engines):
-            connect_weight_transfer(self.cfg, self.trainer, engine, i)
+            self.trainer.connect(i, engine)
 
     def _restart(self, engine: int, actor) -> None:
         """A replacement for a crashed engine: started, given the rewards, the transfer group and the weights."""
@@ -106,14 +113,14 @@ class RolloutSide:
         print(f"[grpo] rollout engine {engine} died; restarting it with weight version {self.version}", flush=True)
         ray.get(actor.start.remote())
         ray.get(actor.configure_rewards.remote(self.cfg))
-        connect_weight_transfer(self.cfg, self.trainer, actor, engine)
-        sync_weights(self.trainer, actor, self.version, engine)
+        self.trainer.connect(engine, actor)
+        self.trainer.sync(engine, actor, self.version)
 
     def sync(self, version: int) -> tuple[int, float, int]:
         """The trainer's weights to every engine as `version`; returns (version, seconds, bytes)."""
         t0, sent = time.perf_counter(), 0
         for i, engine in enumerate(self.pool.engines):
-            got, _, n = sync_weights(self.trainer, engine, version, i)
+            got, _, n = self.trainer.sync(i, engine, version)
             if got != version:
                 raise RuntimeError(f"engine {i} reports weight version {got} after a sync to {version}")
             sent += n
@@ -181,3 +188,8 @@ class RolloutSide:
                 except ray.exceptions.RayActorError:  # already dead (crashed or killed): nothing to drain
                     pass
                 ray.kill(engine)
+        if self.group is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(self.group)
+            self.group = None

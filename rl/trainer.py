@@ -1,20 +1,32 @@
 """The GRPO policy trainer: policy and frozen reference model, logprobs in micro-batches, the update, checkpoints.
 
 One `train_step(batch)`: reference logprobs (no grad), behaviour logprobs (recomputed, or vLLM's — see
-`AlgoConfig.behaviour_logprobs`), the truncated importance weights of stale samples (`AlgoConfig.off_policy_correction`), then `updates_per_step` optimizer steps over micro-batches with gradient
+`AlgoConfig.behaviour_logprobs`), the truncated importance weights of stale samples
+(`AlgoConfig.off_policy_correction`), then `updates_per_step` optimizer steps over micro-batches with gradient
 accumulation, AdamW, grad-norm clipping and the warm-up/cosine schedule of `core.optim.lr_at`.
+
+Device: `trainer.device` (auto = CUDA when visible), bf16 autocast on that device by `trainer.dtype`;
+`gradient_checkpointing` and `reference_offload` (the reference waits on the CPU between uses) for GPU memory.
+
+Sharded: when this process is one rank of a torch.distributed group (`rl.trainer_group.TrainerGroup` forms it) or
+`trainer.fsdp` is set, the policy and the reference are sharded with FSDP2 `fully_shard` per decoder layer
+(`shard_fsdp2`). Each rank trains on its share of the step's sequences (`shard_batch`); the loss is normalised by
+the WHOLE batch's token (or sequence) count, all-reduced, and scaled by N against FSDP's averaging of gradients
+over ranks, so N ranks make the same update as one process on the whole batch. Every rank runs the same number of micro-batches
+(FSDP's collectives need it): shards are padded to equal size with fully masked rows. Metrics are reduced over
+the group, so every rank returns the same numbers.
+
+Checkpoints hold full (unsharded) state: the policy in Hugging Face format and the optimizer keyed by parameter
+name (`torch.distributed.checkpoint.state_dict`), so a run saved with N ranks resumes with any number of ranks.
 
 Micro-batches are right-padded, not packed: GRPO groups share a prompt and responses are short, so padding
 waste is small at this scale, and padded rows keep a sequence's logprobs independent of its neighbours
 (`sft.packing` isolates positions for SFT where rows are long and uneven).
-
-Multi-GPU: `shard_fsdp2(model)` applies torch FSDP2 `fully_shard` per decoder layer behind the same interface;
-the weight sender gathers DTensor shards with `full_tensor()` (`rl/weight_sync.py`). This CPU machine runs one
-process per actor, so only the unsharded path is exercised here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from dataclasses import dataclass
@@ -22,7 +34,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
+from core.device import autocast, full_value, resolve_device
 from rl import algos
 from rl.config import AlgoConfig, GRPOTrainerConfig
 
@@ -36,6 +50,12 @@ class TrainBatch:
     response_mask: torch.Tensor  # [B, T-1] 1 where target token t+1 is a response token of a scored sample
     rollout_logprobs: torch.Tensor  # [B, T-1] vLLM's sampling logprobs at the response targets (0 elsewhere)
     advantages: torch.Tensor  # [B]
+
+    def to(self, device: torch.device) -> "TrainBatch":
+        return TrainBatch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
+
+    def rows(self, sl: slice) -> "TrainBatch":
+        return TrainBatch(*(getattr(self, f.name)[sl] for f in dataclasses.fields(self)))
 
 
 def build_batch(sequences: list[tuple[list[int], list[int], list[float]]], advantages: list[float], scored: list[bool],
@@ -57,6 +77,29 @@ def build_batch(sequences: list[tuple[list[int], list[int], list[float]]], advan
     return TrainBatch(ids, attn, resp, lps, torch.tensor(advantages, dtype=torch.float32))
 
 
+def shard_batch(batch: TrainBatch, world_size: int) -> list[TrainBatch]:
+    """The step's sequences split evenly over `world_size` ranks, in order; padded to a multiple of `world_size`
+    with fully masked copies of the first row (no loss, no metrics), so every rank runs the same micro-batches.
+
+    >>> b = build_batch([([1], [2], [0.0])] * 3, [1.0, 2.0, 3.0], [True] * 3, pad_id=0)
+    >>> [s.advantages.tolist() for s in shard_batch(b, 2)], [s.response_mask.sum().item() for s in shard_batch(b, 2)]
+    ([[1.0, 2.0], [3.0, 0.0]], [2.0, 1.0])
+    """
+    if world_size == 1:
+        return [batch]
+    B = batch.input_ids.shape[0]
+    pad = (-B) % world_size
+    if pad:
+        filler = batch.rows(slice(0, 1))
+        filler = dataclasses.replace(filler, response_mask=torch.zeros_like(filler.response_mask),
+                                     rollout_logprobs=torch.zeros_like(filler.rollout_logprobs),
+                                     advantages=torch.zeros_like(filler.advantages))
+        batch = TrainBatch(*(torch.cat([getattr(batch, f.name)] + [getattr(filler, f.name)] * pad)
+                             for f in dataclasses.fields(batch)))
+    per = (B + pad) // world_size
+    return [batch.rows(slice(r * per, (r + 1) * per)) for r in range(world_size)]
+
+
 @dataclass
 class BeforeUpdate:
     """What the update compares against, computed once per batch before the first optimizer step."""
@@ -69,12 +112,13 @@ class BeforeUpdate:
 
 
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, micro_batch: int,
-                      with_entropy: bool = False, autocast: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Logprob of every next token [B, T-1] (and its entropy), computed in micro-batches."""
+                      with_entropy: bool = False, dtype: str = "float32") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logprob of every next token [B, T-1] (and its entropy), computed in micro-batches on the inputs' device,
+    under `dtype` autocast (float32: none)."""
     out, ents = [], []
     for s in range(0, input_ids.shape[0], micro_batch):
         ids, attn = input_ids[s : s + micro_batch], attention_mask[s : s + micro_batch]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with autocast(ids.device, dtype):
             logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1]  # [b, T-1, V]
         out.append(algos.token_logprobs(logits, ids[:, 1:]))
         if with_entropy:
@@ -82,18 +126,37 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     return torch.cat(out), (torch.cat(ents) if with_entropy else None)
 
 
-def shard_fsdp2(model: torch.nn.Module, mesh=None) -> torch.nn.Module:
-    """FSDP2 sharding for multi-GPU trainers: each decoder layer, then the root (needs torch.distributed)."""
-    from torch.distributed.fsdp import fully_shard
+def shard_fsdp2(model: torch.nn.Module, mesh=None, *, offload: bool = False) -> torch.nn.Module:
+    """FSDP2: each decoder layer, then the root (needs torch.distributed). `offload`: parameters live on the CPU
+    between uses (a frozen reference). FSDP averages gradients over ranks (the trainer scales its loss to match)."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
+    policy = CPUOffloadPolicy() if offload else OffloadPolicy()
     for layer in model.model.layers:
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(layer, mesh=mesh, offload_policy=policy)
+    fully_shard(model, mesh=mesh, offload_policy=policy)
     return model
 
 
+
+def save_hf_folder(model, tokenizer, state: dict[str, torch.Tensor], folder: Path) -> None:
+    """A Hugging Face model folder from a full state dict (the model itself may be sharded): safetensors weights
+    (a tied output embedding stored once), config, generation config, tokenizer."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    if getattr(model.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    model.config.save_pretrained(folder)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
 class PolicyTrainer:
-    """Owns the policy, the frozen reference, the optimizer and the step counter."""
+    """Owns the policy, the frozen reference, the optimizer and the step counter (one rank's share when sharded)."""
 
     def __init__(self, model_path: str, trainer: GRPOTrainerConfig, algo: AlgoConfig, *, total_steps: int, seed: int = 0):
         from core.model import load_checkpoint
@@ -103,11 +166,29 @@ class PolicyTrainer:
             torch.set_num_threads(trainer.num_threads)
         torch.manual_seed(seed)
         self.cfg, self.algo, self.total_steps = trainer, algo, total_steps
+        self.device = resolve_device(trainer.device)
+        self.rank, self.world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        self.sharded = self.world_size > 1 or trainer.fsdp
         self.policy, self.tokenizer = load_checkpoint(model_path, dtype="float32")
+        if trainer.gradient_checkpointing:
+            self.policy.gradient_checkpointing_enable()
         self.reference = None
         if algo.kl_coef > 0:
             self.reference, _ = load_checkpoint(model_path, dtype="float32")
             self.reference.eval().requires_grad_(False)
+        self.offload_reference = trainer.reference_offload and self.device.type != "cpu"
+        if self.sharded:
+            from torch.distributed.device_mesh import init_device_mesh
+
+            mesh = init_device_mesh(self.device.type, (self.world_size,))
+            shard_fsdp2(self.policy.to(self.device), mesh)
+            if self.reference is not None:
+                shard_fsdp2(self.reference if self.offload_reference else self.reference.to(self.device), mesh,
+                            offload=self.offload_reference)
+        else:
+            self.policy.to(self.device)
+            if self.reference is not None and not self.offload_reference:
+                self.reference.to(self.device)
         self.optimizer = build_optimizer(self.policy, trainer.optim)
         self.step = 0
         self.policy.eval()  # no dropout in Qwen2; eval() keeps logprobs deterministic
@@ -118,9 +199,21 @@ class PolicyTrainer:
         o = self.cfg.optim
         return lr_at(self.step, lr_peak=o.lr_peak, warmup_steps=o.lr_warmup_steps, total_steps=self.total_steps, min_ratio=o.lr_min_ratio)
 
+    def group_sum(self, values: list[float]) -> list[float]:
+        """`values` summed over the ranks (as they are with one rank)."""
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        if self.world_size > 1:
+            dist.all_reduce(t)
+        return t.tolist()
+
+    def group_masked_mean(self, values: torch.Tensor, mask: torch.Tensor) -> float:
+        total, count = self.group_sum([float((values * mask).sum()), float(mask.sum())])
+        return total / max(count, 1.0)
+
     def train_step(self, batch: TrainBatch) -> dict[str, float]:
-        """Reference and behaviour logprobs, then `updates_per_step` optimizer steps. Returns metrics."""
-        t0 = time.perf_counter()
+        """Reference and behaviour logprobs, then `updates_per_step` optimizer steps. Returns metrics (over the
+        whole group's batch when sharded)."""
+        batch = batch.to(self.device)
         before = self.logprobs_before_update(batch)
         t1 = time.perf_counter()
         lr = self.lr()
@@ -132,91 +225,131 @@ class PolicyTrainer:
         self.step += 1
         mask = batch.response_mask
         if before.is_weights is not None:
-            metrics["is_weight_mean"] = float(algos.masked_mean(before.is_weights, mask))
-            metrics["is_weight_truncated_fraction"] = float(algos.masked_mean((before.is_weights >= self.algo.tis_cap).float(), mask))
+            metrics["is_weight_mean"] = self.group_masked_mean(before.is_weights, mask)
+            metrics["is_weight_truncated_fraction"] = self.group_masked_mean((before.is_weights >= self.algo.tis_cap).float(), mask)
+        [trained] = self.group_sum([float(mask.sum())])
         metrics.update({"lr": lr, "trainer_rollout_logprob_gap": before.rollout_gap, "time_reference_s": before.time_reference_s,
-                        "time_train_s": time.perf_counter() - t1, "trained_tokens": float(mask.sum())})
+                        "time_train_s": time.perf_counter() - t1, "trained_tokens": trained})
         return metrics
 
+    def _reference_logprobs(self, batch: TrainBatch) -> torch.Tensor | None:
+        if self.reference is None:
+            return None
+        mb, dtype = self.cfg.micro_batch_sequences, self.cfg.dtype
+        if self.offload_reference and not self.sharded:  # on the device only while it is used
+            self.reference.to(self.device)
+        try:
+            ref, _ = sequence_logprobs(self.reference, batch.input_ids, batch.attention_mask, micro_batch=mb, dtype=dtype)
+        finally:
+            if self.offload_reference and not self.sharded:
+                self.reference.to("cpu")
+        return ref
+
     @torch.no_grad()
-    def logprobs_before_update(self, batch: TrainBatch) -> "BeforeUpdate":
+    def logprobs_before_update(self, batch: TrainBatch) -> BeforeUpdate:
         """The frozen reference's logprobs, the behaviour policy's (recomputed by the current weights, or vLLM's)
         and the truncated importance weights of stale samples (`AlgoConfig.off_policy_correction`)."""
-        mb, autocast = self.cfg.micro_batch_sequences, self.cfg.dtype == "bfloat16"
+        mb, dtype = self.cfg.micro_batch_sequences, self.cfg.dtype
         t0 = time.perf_counter()
-        ref = None
-        if self.reference is not None:
-            ref, _ = sequence_logprobs(self.reference, batch.input_ids, batch.attention_mask, micro_batch=mb, autocast=autocast)
+        ref = self._reference_logprobs(batch)
         t_ref = time.perf_counter() - t0
         recompute = self.algo.behaviour_logprobs == "recompute"
         if recompute:
-            old, _ = sequence_logprobs(self.policy, batch.input_ids, batch.attention_mask, micro_batch=mb, autocast=autocast)
+            old, _ = sequence_logprobs(self.policy, batch.input_ids, batch.attention_mask, micro_batch=mb, dtype=dtype)
         else:
             old = batch.rollout_logprobs
-        gap = float(algos.masked_mean((old - batch.rollout_logprobs).abs(), batch.response_mask)) if recompute else 0.0
+        gap = self.group_masked_mean((old - batch.rollout_logprobs).abs(), batch.response_mask) if recompute else 0.0
         is_w = None
         if self.algo.off_policy_correction == "tis" and recompute:
             is_w = algos.truncated_importance_weights(old, batch.rollout_logprobs, self.algo.tis_cap)  # [B, T-1]
         return BeforeUpdate(ref, old, is_w, gap, t_ref)
 
-    def optimizer_step(self, batch: TrainBatch, before: "BeforeUpdate") -> dict[str, float]:
-        """One optimizer step on the whole batch, accumulated over micro-batches; returns the loss metrics."""
-        mb, autocast = self.cfg.micro_batch_sequences, self.cfg.dtype == "bfloat16"
+    def optimizer_step(self, batch: TrainBatch, before: BeforeUpdate) -> dict[str, float]:
+        """One optimizer step on the whole batch (the group's, when sharded), accumulated over micro-batches."""
+        mb, dtype = self.cfg.micro_batch_sequences, self.cfg.dtype
         mask = batch.response_mask
-        total_tokens = mask.sum().clamp(min=1)
-        total_seqs = (mask.sum(-1) > 0).sum().clamp(min=1)
+        total_tokens, total_seqs = (max(v, 1.0) for v in self.group_sum([float(mask.sum()), float((mask.sum(-1) > 0).sum())]))
         ref, old, is_w = before.reference, before.behaviour, before.is_weights
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         for s in range(0, batch.input_ids.shape[0], mb):
             sl = slice(s, s + mb)
             m = mask[sl]
-            if m.sum() == 0:
+            if m.sum() == 0 and not self.sharded:
                 continue
             logp, ent = sequence_logprobs(self.policy, batch.input_ids[sl], batch.attention_mask[sl], micro_batch=mb,
-                                          with_entropy=True, autocast=autocast)
+                                          with_entropy=True, dtype=dtype)
+            if m.sum() == 0:  # a sharded rank still runs forward and backward: FSDP's collectives need every rank
+                (logp.sum() * 0.0).backward()
+                continue
             loss, mets = algos.grpo_loss(
                 logp, old[sl], None if ref is None else ref[sl], batch.advantages[sl], m,
                 clip_low=self.algo.clip_ratio_low, clip_high=self.algo.clip_ratio_high, clip_ratio_c=self.algo.clip_ratio_c,
                 kl_coef=self.algo.kl_coef, kl_estimator=self.algo.kl_estimator, agg_mode=self.algo.loss_agg_mode,
                 horizon=mask.shape[-1], entropy=ent, entropy_coef=self.algo.entropy_coef,
                 is_weights=None if is_w is None else is_w[sl])
-            # the micro-batch's share of the whole batch, so accumulated gradients equal the full-batch loss
-            weight = float(m.sum() / total_tokens) if self.algo.loss_agg_mode == "token-mean" else float((m.sum(-1) > 0).sum() / total_seqs)
+            # the micro-batch's share of the whole batch, so accumulated gradients summed over ranks equal the whole
+            # batch's; FSDP averages over ranks, hence the world size (gloo has no pre-multiplied sum to avoid it)
+            weight = float(m.sum()) / total_tokens if self.algo.loss_agg_mode == "token-mean" else float((m.sum(-1) > 0).sum()) / total_seqs
+            weight *= self.world_size if self.sharded else 1
             (loss * weight).backward()
+            share = weight / (self.world_size if self.sharded else 1)  # of the group's batch, for the metrics
             for k, v in mets.items():
-                sums[k] = sums.get(k, 0.0) + v * weight
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * weight
+                sums[k] = sums.get(k, 0.0) + v * share
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * share
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.optim.grad_clip_norm)
         self.optimizer.step()
-        return {**sums, "grad_norm": float(grad_norm)}
+        return {**self._group_metrics(sums), "grad_norm": float(full_value(grad_norm))}
+
+    def _group_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        """Per-rank weighted sums -> the group's values (the same keys on every rank, even one with no tokens)."""
+        if self.world_size == 1:
+            return sums
+        keys: list[list[str]] = [[] for _ in range(self.world_size)]
+        dist.all_gather_object(keys, sorted(sums))
+        names = sorted(set().union(*keys))
+        return dict(zip(names, self.group_sum([sums.get(k, 0.0) for k in names])))
 
     # checkpoints --------------------------------------------------------------------------------------------
 
+    def _state_options(self):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        return StateDictOptions(full_state_dict=True, cpu_offload=self.world_size > 1)
+
     def save(self, path: str | Path, extra: dict) -> Path:
-        """Policy in Hugging Face format, plus optimizer, step, RNG and the loop's `extra` state."""
-        from core.model import save_checkpoint
+        """Policy in Hugging Face format, plus optimizer (keyed by parameter name), step, RNG and the loop's `extra`
+        state. Every rank takes part (the full state is gathered); rank 0 writes."""
+        from torch.distributed.checkpoint.state_dict import get_state_dict
 
         path = Path(path)
-        save_checkpoint(self.policy, self.tokenizer, path / "policy")
-        torch.save({"optimizer": self.optimizer.state_dict(), "step": self.step, "extra": extra,
-                    "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}},
-                   path / "trainer_state.pt")
+        model_state, optim_state = get_state_dict(self.policy, self.optimizer, options=self._state_options())
+        if self.rank == 0:
+            save_hf_folder(self.policy, self.tokenizer, model_state, path / "policy")
+            torch.save({"optimizer": optim_state, "step": self.step, "extra": extra,
+                        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}},
+                       path / "trainer_state.pt")
+        if self.world_size > 1:
+            dist.barrier()
         return path
 
     def load(self, path: str | Path) -> dict:
-        """Restore from `save`; returns the loop's `extra` state."""
+        """Restore from `save` (saved with any number of ranks); returns the loop's `extra` state."""
         from safetensors.torch import load_file
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
         path = Path(path)
         state = load_file(str(path / "policy" / "model.safetensors"))
-        missing, unexpected = self.policy.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if "lm_head" not in k]:
-            raise RuntimeError(f"{path}: checkpoint does not fit the policy (missing {missing}, unexpected {unexpected})")
-        if getattr(self.policy.config, "tie_word_embeddings", False):
-            self.policy.tie_weights()
+        tied = getattr(self.policy.config, "tie_word_embeddings", False)
+        expected = {n for n, _ in self.policy.named_parameters(remove_duplicate=False)}
+        if tied and "lm_head.weight" in expected and "lm_head.weight" not in state:
+            state["lm_head.weight"] = state["model.embed_tokens.weight"]  # saved once; the model holds it twice
+        unexpected, missing = set(state) - expected, expected - set(state)
+        if unexpected or missing:
+            raise RuntimeError(f"{path}: checkpoint does not fit the policy (missing {sorted(missing)}, unexpected {sorted(unexpected)})")
         blob = torch.load(path / "trainer_state.pt", weights_only=False)
-        self.optimizer.load_state_dict(blob["optimizer"])
+        set_state_dict(self.policy, self.optimizer, model_state_dict=state, optim_state_dict=blob["optimizer"],
+                       options=StateDictOptions(full_state_dict=True))
         self.step = blob["step"]
         torch.set_rng_state(blob["rng"]["torch"])
         random.setstate(blob["rng"]["python"])
@@ -231,4 +364,5 @@ class PolicyTrainer:
         apply_optim_config(self.optimizer, optim)
 
     def parameter_checksum(self) -> float:
-        return float(sum(p.detach().double().sum() for p in self.policy.parameters()))
+        """Sum of every parameter (all ranks take part when sharded)."""
+        return float(sum(full_value(p.detach()).double().sum() for p in self.policy.parameters()))

@@ -25,9 +25,12 @@ last finished loading (`finish_weight_update(weight_version=...)`, read back wit
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
+
+from core.device import full_value
 
 BACKEND = "gloo"
 DEFAULT_BUCKET_BYTES = 64 << 20  # one broadcast per 64 MiB: few round trips, bounded extra memory
@@ -194,13 +197,64 @@ if _VllmEngineBase is not object:
     register_gloo_backend()
 
 
+
+def gather_full_tensors(model: torch.nn.Module, wire_dtype: str | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every parameter's full value on the CPU, in `named_parameters` order (tied weights once; vLLM re-ties them).
+    With an FSDP2-sharded model every rank must run this loop in step: each `full_tensor()` is a collective."""
+    for name, p in model.named_parameters():
+        t = full_value(p.detach()).cpu()
+        yield name, (t.to(getattr(torch, wire_dtype)) if wire_dtype else t)
+
+
+def weights_update_info(model: torch.nn.Module, wire_dtype: str | None, bucket_bytes: int) -> dict:
+    """What the engine needs to receive one sync (names, dtypes, full shapes, bucket size), read from the
+    parameters' global metadata: a sharded model is not gathered for it."""
+    named = list(model.named_parameters())
+    return {"names": [n for n, _ in named],
+            "dtype_names": [wire_dtype or str(p.dtype).removeprefix("torch.") for _, p in named],
+            "shapes": [list(p.shape) for _, p in named], "bucket_bytes": bucket_bytes}
+
+
+class RolloutActorClient:
+    """vLLM's weight-sync client protocol over one `rl.actors.RolloutActor`, for vLLM's NCCL trainer engine (trainer
+    rank 0 drives the engine's init / start / update / finish through it). `version` labels the next update."""
+
+    def __init__(self, actor):
+        self.actor = actor
+        self.version = 0
+
+    def init_weight_transfer_engine(self, init_info: dict) -> None:
+        import ray
+
+        ray.get(self.actor.init_weight_transfer.remote(init_info))
+
+    def shutdown_weight_transfer_engine(self) -> None:
+        """Nothing to do: the engine's transfer group ends with the engine."""
+
+    def start_weight_update(self) -> None:
+        import ray
+
+        ray.get(self.actor.start_weight_update.remote())
+
+    def update_weights(self, update_info: dict) -> None:
+        import ray
+
+        ray.get(self.actor.receive_weights.remote(update_info))
+
+    def finish_weight_update(self, weight_version: str | None = None) -> None:
+        import ray
+
+        ray.get(self.actor.finish_weight_update.remote(self.version if weight_version is None else int(weight_version)))
+
+
 @dataclass
 class GlooWeightSender:
     """Trainer side of the gloo backend: rank 0 of the group; broadcasts packed buckets of the policy's weights.
 
     `init_info()` goes to the engine's `init_weight_transfer_engine`; `connect()` must run concurrently with it
     (the TCP store rendezvous blocks until every rank has joined). Per sync: `update_info(model)` to the engine's
-    `update_weights` while `send(model)` runs here.
+    `update_weights` while `send(model)` runs here. A sharded (FSDP2) model is gathered tensor by tensor as the
+    buckets fill: the other trainer ranks run `gather_full_tensors(model)` meanwhile.
     """
 
     master_address: str
@@ -218,28 +272,18 @@ class GlooWeightSender:
     def connect(self) -> None:
         self._store, self._group = open_group(self.master_address, self.master_port, 0, self.world_size)
 
-    def _named(self, model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
-        out = []
-        for name, p in model.named_parameters():  # tied weights appear once; vLLM re-ties them on load
-            t = getattr(p, "full_tensor", None)
-            t = (t() if callable(t) else p).detach()  # FSDP2 DTensor shards are gathered (the multi-GPU path)
-            out.append((name, t.to(getattr(torch, self.wire_dtype)) if self.wire_dtype else t))
-        return out
-
     def update_info(self, model: torch.nn.Module) -> dict:
-        named = self._named(model)
-        return {"names": [n for n, _ in named], "dtype_names": [str(t.dtype).removeprefix("torch.") for _, t in named],
-                "shapes": [list(t.shape) for _, t in named], "bucket_bytes": self.bucket_bytes}
+        return weights_update_info(model, self.wire_dtype, self.bucket_bytes)
 
     def send(self, model: torch.nn.Module) -> int:
-        """Broadcast the weights; returns the bytes sent. Bumps `version`."""
+        """Broadcast the weights bucket by bucket; returns the bytes sent. Bumps `version`."""
         if self._group is None:
             raise RuntimeError("GlooWeightSender.connect() has not run")
-        named = self._named(model)
         info = GlooWeightTransferUpdateInfo(**self.update_info(model))
+        tensors = gather_full_tensors(model, self.wire_dtype)
         sent = 0
         for bucket in plan_buckets(info.dtype_names, info.shapes, info.bucket_bytes):
-            flat = torch.cat([named[i][1].reshape(-1) for i in bucket])  # [sum of numels]
+            flat = torch.cat([next(tensors)[1].reshape(-1) for _ in bucket])  # [sum of numels]
             self._group.broadcast(flat, 0).wait()
             sent += flat.numel() * flat.element_size()
         self.version += 1

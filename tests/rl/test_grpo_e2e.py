@@ -77,13 +77,15 @@ def test_two_step_run_leaves_a_complete_run_directory(cli_run, tiny_grpo_checkpo
 
 
 def test_killed_run_resumes_like_an_uninterrupted_one(ray_local, shared_rollout, tiny_grpo_checkpoint, tmp_path):
-    """Kill `mixrl train` after its step-2 checkpoint; resuming gives the same step 3 as a run never stopped."""
+    """Kill `mixrl train` (two FSDP2 trainer ranks) after its step-2 checkpoint; resuming gives the same step 3 as a
+    run never stopped."""
     from rl.grpo import run_grpo
     from tests.rl.conftest import grpo_test_config
 
     killed = tmp_path / "killed"
     # constant LR (warm-up 0, min ratio 1), so the schedule does not depend on max_steps
-    recipe = _recipe(tmp_path, tiny_grpo_checkpoint, killed, max_steps=50, checkpoint_every_steps=1)
+    two = {"trainer_workers": 2}
+    recipe = _recipe(tmp_path, tiny_grpo_checkpoint, killed, max_steps=50, checkpoint_every_steps=1, placement=two)
     proc = subprocess.Popen([sys.executable, "-m", "mixrl.cli", "train", str(recipe)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     marker = killed / "checkpoints" / "step_2" / "trainer_state.pt"
@@ -98,8 +100,10 @@ def test_killed_run_resumes_like_an_uninterrupted_one(ray_local, shared_rollout,
     k = int(latest_checkpoint(killed).name.split("_")[1])
     assert k >= 2
 
-    uninterrupted = run_grpo(grpo_test_config(tiny_grpo_checkpoint, tmp_path / "straight", max_steps=k + 1), rollout=shared_rollout)
-    resumed = run_grpo(grpo_test_config(tiny_grpo_checkpoint, killed, max_steps=k + 1, resume=str(killed)), rollout=shared_rollout)
+    uninterrupted = run_grpo(grpo_test_config(tiny_grpo_checkpoint, tmp_path / "straight", max_steps=k + 1, placement=two),
+                             rollout=shared_rollout)
+    resumed = run_grpo(grpo_test_config(tiny_grpo_checkpoint, killed, max_steps=k + 1, resume=str(killed), placement=two),
+                       rollout=shared_rollout)
     assert resumed["start_step"] == k and resumed["steps"] == k + 1
     a = _metrics(tmp_path / "straight")[-1]
     b = _metrics(killed)[-1]

@@ -55,14 +55,14 @@ def test_staleness_never_exceeds_the_bound_and_is_logged(ray_local, shared_rollo
 def test_groups_older_than_the_bound_are_regenerated_with_current_weights(ray_local, shared_rollout, tiny_grpo_checkpoint, tmp_path):
     from transformers import AutoTokenizer
 
-    from rl.actors import new_trainer_actor
+    from rl.trainer_group import TrainerGroup
     from rl.prompts import load_sources
     from rl.rollout import RolloutSide
     from tests.rl.conftest import grpo_test_config
 
     ray = ray_local
     cfg = grpo_test_config(tiny_grpo_checkpoint, tmp_path / "run")
-    trainer = new_trainer_actor(cfg)
+    trainer = TrainerGroup(cfg)
     side = RolloutSide(cfg, AutoTokenizer.from_pretrained(cfg.model_path), load_sources(cfg.sources), trainer, engines=[shared_rollout])
     side.start()
     side.sync(0)
@@ -75,7 +75,7 @@ def test_groups_older_than_the_bound_are_regenerated_with_current_weights(ray_lo
     assert len(batch.rewards) == len(batch.samples) == cfg.prompts_per_step * cfg.rollout.samples_per_prompt
     # the same seeds and the same weights: the regenerated samples are the ones first drawn
     assert [[s.response_ids for s in g.samples] for g in batch.groups] == [[s.response_ids for s in g.samples] for g in side.generate(5).groups]
-    ray.kill(trainer)
+    trainer.shutdown()
 
 
 @pytest.mark.vllm
@@ -83,7 +83,7 @@ def test_rewards_are_computed_on_the_rollout_side_per_sample_with_group_length_t
     """Groups split into one request per sample get the same rewards (length terms included) as whole groups."""
     from transformers import AutoTokenizer
 
-    from rl.actors import new_trainer_actor
+    from rl.trainer_group import TrainerGroup
     from rl.prompts import load_sources
     from rl.rollout import RolloutSide
     from tests.rl.conftest import grpo_test_config
@@ -94,7 +94,7 @@ def test_rewards_are_computed_on_the_rollout_side_per_sample_with_group_length_t
     trainer = None
     for together in (True, False):
         cfg = grpo_test_config(tiny_grpo_checkpoint, tmp_path / "run", scheduler={"keep_groups_together": together})
-        trainer = trainer or new_trainer_actor(cfg)
+        trainer = trainer or TrainerGroup(cfg)
         side = RolloutSide(cfg, tok, load_sources(cfg.sources), trainer, engines=[shared_rollout])
         side.start()
         side.sync(0)
@@ -104,7 +104,7 @@ def test_rewards_are_computed_on_the_rollout_side_per_sample_with_group_length_t
     assert [r.reward for r in whole.rewards] == pytest.approx([r.reward for r in split.rewards])
     assert [r.components for r in whole.rewards] == [r.components for r in split.rewards]
     assert whole.time_reward_s > 0
-    ray.kill(trainer)
+    trainer.shutdown()
 
 
 @pytest.mark.vllm
@@ -113,7 +113,8 @@ def test_a_crashed_engine_is_restarted_and_the_step_loses_and_duplicates_nothing
     rollouts are exactly those of an engine that never died (same seeds, same weights)."""
     from transformers import AutoTokenizer
 
-    from rl.actors import new_trainer_actor, start_rollout
+    from rl.actors import start_rollout
+    from rl.trainer_group import TrainerGroup
     from rl.prompts import load_sources
     from rl.rollout import RolloutSide
     from tests.rl.conftest import grpo_test_config
@@ -121,7 +122,7 @@ def test_a_crashed_engine_is_restarted_and_the_step_loses_and_duplicates_nothing
     ray = ray_local
     cfg = grpo_test_config(tiny_grpo_checkpoint, tmp_path / "run")
     tok = AutoTokenizer.from_pretrained(cfg.model_path)
-    trainer = new_trainer_actor(cfg)
+    trainer = TrainerGroup(cfg)
     reference_side = RolloutSide(cfg, tok, load_sources(cfg.sources), trainer, engines=[shared_rollout])
     reference_side.start()
     reference_side.sync(2)
@@ -141,7 +142,7 @@ def test_a_crashed_engine_is_restarted_and_the_step_loses_and_duplicates_nothing
     assert [[s.response_ids for s in g.samples] for g in batch.groups] == [[s.response_ids for s in g.samples] for g in reference.groups]
     assert [r.reward for r in batch.rewards] == [r.reward for r in reference.rewards]
     side.shutdown()
-    ray.kill(trainer)
+    trainer.shutdown()
 
 
 @pytest.mark.vllm

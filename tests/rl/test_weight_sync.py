@@ -48,49 +48,52 @@ def test_gloo_sender_reaches_receiver_in_buckets():
 
 
 @pytest.mark.vllm
-def test_engine_matches_trainer_after_sync(ray_local, shared_rollout, tiny_grpo_checkpoint, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_engine_matches_trainer_after_sync(ray_local, shared_rollout, tiny_grpo_checkpoint, tmp_path, workers):
     """After a sync the engine's greedy continuations equal transformers' from the trainer's weights (and its
-    sampling logprobs equal the trainer's logprobs), and differ from before the sync."""
+    sampling logprobs equal the trainer's logprobs), and differ from before the sync — with one trainer rank, and
+    with two FSDP2 ranks whose shards are gathered into the engine."""
     from transformers import AutoTokenizer
 
-    from rl.actors import TrainerActor, connect_weight_transfer, sync_weights
     from core.engine import SamplingSettings
     from rl.trainer import build_batch
+    from rl.trainer_group import TrainerGroup
     from tests.rl.conftest import grpo_test_config
 
     ray = ray_local
-    cfg = grpo_test_config(tiny_grpo_checkpoint, tmp_path)
+    cfg = grpo_test_config(tiny_grpo_checkpoint, tmp_path, placement={"trainer_workers": workers})
     tok = AutoTokenizer.from_pretrained(cfg.model_path)
     questions = ["Calculate 12 + 7.", "What is 3 * 4?", "Write a short poem about rain.", "Calculate 40 - 15.", "Name a color."]
     prompts = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True, return_dict=False,
                                        enable_thinking=i % 2 == 1) for i, q in enumerate(questions)]
     greedy = SamplingSettings(samples_per_prompt=1, max_response_tokens=24, temperature=0.0)
-    trainer = ray.remote(num_cpus=0)(TrainerActor).remote(cfg.model_path, cfg.trainer, cfg.algo, 10, 0)
-    connect_weight_transfer(cfg, trainer, shared_rollout)
-    version, _, _ = sync_weights(trainer, shared_rollout, 0)  # the shared engine may hold another test's weights
+    trainer = TrainerGroup(cfg)
+    assert trainer.world_size == workers
+    trainer.connect(0, shared_rollout)
+    version, _, _ = trainer.sync(0, shared_rollout, 0)  # the shared engine may hold another test's weights
     assert version == 0
     def decoded(samples):  # token-level comparison: vLLM's text holds back a trailing incomplete UTF-8 sequence
         return [tok.decode([t for t in s.response_ids if t != tok.eos_token_id], skip_special_tokens=True) for s in samples]
 
     before = [g[0] for g in ray.get(shared_rollout.generate.remote(prompts, greedy))]
-    assert decoded(before) == ray.get(trainer.diagnostic_greedy_hf.remote(prompts, 24))
+    assert decoded(before) == trainer.diagnostic_greedy_hf(prompts, 24)
 
     # three real GRPO updates that push up the engine's own greedy answers' tokens by a large step
     seqs = [(s.prompt_ids, s.response_ids, s.response_logprobs) for s in before]
     batch = build_batch(seqs, [1.0, -1.0, 1.0, -1.0, 1.0], [True] * 5, tok.pad_token_id)
     for _ in range(3):
-        ray.get(trainer.train_step.remote(batch))
-    version, seconds, sent = sync_weights(trainer, shared_rollout, 3)
+        trainer.train_step(batch)
+    version, seconds, sent = trainer.sync(0, shared_rollout, 3)
     assert version == 3 and ray.get(shared_rollout.weight_version.remote()) == 3
     assert sent > 0 and seconds < 30
 
     after = [g[0] for g in ray.get(shared_rollout.generate.remote(prompts, greedy))]
-    hf_after = ray.get(trainer.diagnostic_greedy_hf.remote(prompts, 24))
+    hf_after = trainer.diagnostic_greedy_hf(prompts, 24)
     assert decoded(after) == hf_after
     assert decoded(after) != decoded(before)
     # the engine's logprobs of its own tokens equal the trainer's (fp32 on both sides)
     check = build_batch([(s.prompt_ids, s.response_ids, s.response_logprobs) for s in after], [0.0] * 5, [True] * 5, tok.pad_token_id)
-    trainer_lp = ray.get(trainer.diagnostic_logprobs.remote(check))
+    trainer_lp = trainer.diagnostic_logprobs(check)
     gap = ((trainer_lp - check.rollout_logprobs).abs() * check.response_mask).max().item()
     assert gap < 1e-3, gap
-    ray.kill(trainer)
+    trainer.shutdown()

@@ -1,0 +1,205 @@
+"""The trainer side of a GRPO run: N trainer actors forming one torch.distributed group, driven as one.
+
+`placement.trainer_workers: N` Ray actors, placed by a placement group (one bundle per worker:
+`trainer_cpus_per_worker` CPUs, `trainer_gpus_per_worker` GPUs, `trainer_strategy` PACK or SPREAD), join one
+torch.distributed group (gloo on CPU, NCCL on GPU) whose rendezvous is hosted by rank 0 on its own node, and shard
+the policy and the reference with FSDP2 (`rl.trainer.shard_fsdp2`). Each step's sequences are split evenly across
+the ranks (`rl.trainer.shard_batch`); the loss is normalised by the whole batch's token (or sequence) count and
+FSDP sums the gradients, so N ranks make the same update as one process on the whole batch.
+
+Weights reach the engines from rank 0: every rank takes part in gathering each full tensor (`DTensor.full_tensor()`,
+a collective), rank 0 sends it (gloo here; vLLM's NCCL trainer engine on GPUs), and the rendezvous of that transfer
+is also rank 0's node and port, never the driver's.
+
+A placement the cluster cannot hold fails within seconds naming the missing resource (`PlacementError`): Ray
+would otherwise wait forever on an unschedulable placement group.
+
+    trainer = TrainerGroup(cfg)                      # actors started, process group formed, models loaded
+    refs = trainer.launch_train_step(batch)          # non-blocking: the rollout side works meanwhile
+    metrics = trainer.wait(refs)
+    trainer.connect(0, rollout_actor); trainer.sync(0, rollout_actor, version)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from rl.config import GRPOConfig, PlacementConfig
+from rl.trainer import TrainBatch, shard_batch
+
+PLACEMENT_TIMEOUT_S = 30.0
+
+
+class PlacementError(RuntimeError):
+    """A placement the Ray cluster cannot hold; the message names the resource and what the cluster has."""
+
+
+@dataclass
+class Bundle:
+    cpus: float
+    gpus: float
+
+    def as_ray(self) -> dict[str, float]:
+        # a bundle needs some resource: a CPU-less trainer still takes a sliver of a CPU to be placed
+        return {"CPU": self.cpus or 0.01, **({"GPU": self.gpus} if self.gpus else {})}
+
+
+def trainer_bundles(p: PlacementConfig) -> list[Bundle]:
+    return [Bundle(p.trainer_cpus_per_worker, p.trainer_gpus_per_worker) for _ in range(p.trainer_workers)]
+
+
+def rollout_bundles(p: PlacementConfig) -> list[Bundle]:
+    return [Bundle(p.rollout_cpus_per_engine, p.rollout_gpus_per_engine) for _ in range(p.rollout_engines)]
+
+
+def check_placement(bundles: list[Bundle], strategy: str, what: str) -> None:
+    """Fail before waiting when the live cluster cannot hold `bundles` (totals, and per node for STRICT_* and
+    SPREAD over fewer nodes than bundles is allowed by Ray but STRICT_SPREAD is not)."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    totals = {"CPU": 0.0, "GPU": 0.0}
+    for n in nodes:
+        for key in totals:
+            totals[key] += n["Resources"].get(key, 0.0)
+    need = {"CPU": sum(b.as_ray()["CPU"] for b in bundles), "GPU": sum(b.gpus for b in bundles)}
+    for key in ("GPU", "CPU"):
+        if need[key] > totals[key] + 1e-9:
+            raise PlacementError(f"{what}: {len(bundles)} actor(s) need {need[key]:g} {key} in all; the Ray cluster has "
+                                 f"{totals[key]:g} {key} over {len(nodes)} node(s)")
+    for b in bundles:
+        fits = [n for n in nodes if all(n["Resources"].get(k, 0.0) + 1e-9 >= v for k, v in b.as_ray().items())]
+        if not fits:
+            biggest = max((dict(CPU=n["Resources"].get("CPU", 0.0), GPU=n["Resources"].get("GPU", 0.0)) for n in nodes),
+                          key=lambda r: (r["GPU"], r["CPU"]), default={})
+            raise PlacementError(f"{what}: one worker needs {b.as_ray()} on one node; the largest node has {biggest}")
+    if strategy == "STRICT_SPREAD" and len(bundles) > len(nodes):
+        raise PlacementError(f"{what}: STRICT_SPREAD over {len(bundles)} worker(s) needs as many nodes; the cluster has {len(nodes)}")
+
+
+def reserve(bundles: list[Bundle], strategy: str, what: str):
+    """A ready placement group for `bundles`, or PlacementError within `PLACEMENT_TIMEOUT_S`."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    check_placement(bundles, strategy, what)
+    group = placement_group([b.as_ray() for b in bundles], strategy=strategy)
+    ready, _ = ray.wait([group.ready()], timeout=PLACEMENT_TIMEOUT_S)
+    if not ready:
+        remove_placement_group(group)
+        raise PlacementError(f"{what}: placement group {[b.as_ray() for b in bundles]} ({strategy}) not schedulable within "
+                             f"{PLACEMENT_TIMEOUT_S:.0f} s; available now: {ray.available_resources()}")
+    return group
+
+
+class TrainerGroup:
+    """N trainer actors as one trainer: the handle `rl.grpo` and `rl.rollout` drive."""
+
+    def __init__(self, cfg: GRPOConfig):
+        import ray
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        from rl.actors import TrainerActor
+
+        p = cfg.placement
+        self.cfg = cfg
+        self.world_size = p.trainer_workers
+        bundles = trainer_bundles(p)
+        self.group = reserve(bundles, p.trainer_strategy, "placement.trainer_workers")
+        self.actors = [
+            ray.remote(TrainerActor).options(
+                num_cpus=b.as_ray()["CPU"], num_gpus=b.gpus,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=rank),
+            ).remote(cfg.model_path, cfg.trainer, cfg.algo, cfg.max_steps, cfg.seed, p.trainer_cpu_bind, rank, self.world_size)
+            for rank, b in enumerate(bundles)
+        ]
+        host, port = ray.get(self.actors[0].endpoint.remote())  # rank 0's node hosts the process group's store
+        ray.get([a.setup.remote(host, port) for a in self.actors])
+        self.rendezvous = (host, port)
+
+    # training ---------------------------------------------------------------------------------------------
+
+    def launch_train_step(self, batch: TrainBatch) -> list:
+        """Start one step on every rank (each gets its share of the sequences); returns the pending results."""
+        return [a.train_step.remote(shard) for a, shard in zip(self.actors, shard_batch(batch, self.world_size))]
+
+    def wait(self, refs: list) -> dict[str, float]:
+        """The step's metrics (every rank returns the same, reduced over the group)."""
+        import ray
+
+        return ray.get(refs)[0]
+
+    def train_step(self, batch: TrainBatch) -> dict[str, float]:
+        return self.wait(self.launch_train_step(batch))
+
+    def _all(self, method: str, *args):
+        import ray
+
+        return ray.get([getattr(a, method).remote(*args) for a in self.actors])
+
+    def save(self, path: str, extra: dict) -> None:
+        self._all("save", path, extra)
+
+    def load(self, path: str) -> dict:
+        return self._all("load", path)[0]
+
+    def set_optim(self, optim) -> None:
+        self._all("set_optim", optim)
+
+    def parameter_checksum(self) -> float:
+        return self._all("parameter_checksum")[0]
+
+    # weight transfer --------------------------------------------------------------------------------------
+
+    def connect(self, engine: int, rollout) -> None:
+        """A weight-transfer group between rank 0 and one engine, its rendezvous on rank 0's node."""
+        import ray
+
+        r = self.cfg.rollout
+        host, port = ray.get(self.actors[0].endpoint.remote())
+        if r.weight_transfer_backend == "nccl":
+            self._all("connect_nccl", engine, rollout, r.tensor_parallel_size, host, port)
+            return
+        ray.get([self.actors[0].connect.remote(host, port, r.weight_bucket_mib, r.dtype, engine),
+                 rollout.init_weight_transfer.remote({"master_address": host, "master_port": port, "world_size": 2})])
+
+    def sync(self, engine: int, rollout, version: int) -> tuple[int, float, int]:
+        """The trainer's weights into one engine as `version`; returns (engine version, seconds, bytes)."""
+        import ray
+
+        t0 = time.perf_counter()
+        if self.cfg.rollout.weight_transfer_backend == "nccl":  # rank 0 drives the engine's side itself
+            sent = self._all("send_weights_nccl", engine, version)[0]
+            return ray.get(rollout.weight_version.remote()), time.perf_counter() - t0, sent
+        info = ray.get(self.actors[0].update_info.remote())
+        results = ray.get([a.send_weights.remote(engine) for a in self.actors] + [rollout.update_weights.remote(info, version)])
+        return results[-1], time.perf_counter() - t0, results[0]
+
+    # diagnostics (tests and benchmarks; every rank takes part, rank 0 answers) --------------------------------
+
+    def diagnostic_logprobs(self, batch: TrainBatch):
+        return self._all("diagnostic_logprobs", batch)[0]
+
+    def diagnostic_greedy_hf(self, prompt_ids: list[list[int]], max_tokens: int) -> list[str]:
+        return self._all("diagnostic_greedy_hf", prompt_ids, max_tokens)[0]
+
+    def diagnostic_node(self) -> list[str]:
+        """The Ray node id of every rank."""
+        return self._all("diagnostic_node")
+
+    def shutdown(self) -> None:
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        for a in self.actors:
+            ray.kill(a)
+        remove_placement_group(self.group)
+
+
+def check_ray_placement(cfg: GRPOConfig) -> None:
+    """Both sides together against the live Ray cluster, before anything is placed (`PlacementError`)."""
+    p = cfg.placement
+    check_placement(trainer_bundles(p) + rollout_bundles(p), "PACK", "placement (trainer workers + rollout engines)")
+    check_placement(trainer_bundles(p), p.trainer_strategy, "placement.trainer_workers")
+    check_placement(rollout_bundles(p), p.rollout_strategy, "placement.rollout_engines")
