@@ -24,6 +24,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=None, help="tokens per sample (default: the model's)")
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port (0: any free)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model scores (auto: CUDA when visible)")
     p.add_argument("--ready-file", default=None, help="write {address, metrics_port, digest} here once serving")
 
 
@@ -37,6 +38,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab-size", type=int, default=512)
     p.add_argument("--hidden-size", type=int, default=64, help="head_dim is 32: heads = hidden_size // 32")
     p.add_argument("--num-layers", type=int, default=2)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model trains (auto: CUDA when visible)")
     p.add_argument("--seed", type=int, default=0)
 
 

@@ -110,7 +110,7 @@ class ClassifierScorer(_Scorer):
 
     @torch.inference_mode()
     def score(self, items: list[ScoreItem], encoded: list[list[int]]) -> list[ItemResult]:
-        input_ids, mask = self._padded(encoded)
+        input_ids, mask = (t.to(self.model.device) for t in self._padded(encoded))
         logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()  # [B, num_labels]
         results = []
         for item, row in zip(items, logits.tolist()):
@@ -143,8 +143,8 @@ class GenerativeJudgeScorer(_Scorer):
         for i, ids in enumerate(encoded):
             input_ids[i, width - len(ids):] = torch.tensor(ids)
             mask[i, width - len(ids):] = 1
-        out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=self.max_new_tokens,
-                                  do_sample=False, pad_token_id=self.pad_id)  # [B, L + new]
+        out = self.model.generate(input_ids=input_ids.to(self.model.device), attention_mask=mask.to(self.model.device),
+                                  max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=self.pad_id)  # [B, L + new]
         results = []
         for item, row in zip(items, out[:, width:]):
             text = self.tokenizer.decode(row, skip_special_tokens=True)
@@ -157,10 +157,14 @@ class GenerativeJudgeScorer(_Scorer):
         return results
 
 
-def load_scorer(model_dir: str | Path, *, max_length: int | None = None, kind: str | None = None) -> _Scorer:
-    """Load a classifier RM or a generative judge from a Hugging Face folder; `kind` overrides the guess
-    from ``config.json`` (``architectures[0]`` ending in ``ForSequenceClassification`` → classifier)."""
+def load_scorer(model_dir: str | Path, *, max_length: int | None = None, kind: str | None = None,
+                device: str = "auto") -> _Scorer:
+    """Load a classifier RM or a generative judge from a Hugging Face folder onto `device` (auto = CUDA when
+    visible); `kind` overrides the guess from ``config.json`` (``architectures[0]`` ending in
+    ``ForSequenceClassification`` → classifier)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    from core.device import resolve_device
 
     model_dir = Path(model_dir)
     config = json.loads((model_dir / "config.json").read_text())
@@ -172,8 +176,8 @@ def load_scorer(model_dir: str | Path, *, max_length: int | None = None, kind: s
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if kind == "classifier":
         model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32)
-        return ClassifierScorer(model, tokenizer, model_dir, max_length)
+        return ClassifierScorer(model.to(resolve_device(device)), tokenizer, model_dir, max_length)
     if kind == "generative":
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-        return GenerativeJudgeScorer(model, tokenizer, model_dir, max_length)
+        return GenerativeJudgeScorer(model.to(resolve_device(device)), tokenizer, model_dir, max_length)
     raise ValueError(f"unknown reward-model kind {kind!r}; expected 'classifier' or 'generative'")

@@ -412,7 +412,7 @@ def run_server(args: argparse.Namespace) -> int:
     if cfg.host not in LOOPBACK_HOSTS and not cfg.token:  # fail before loading the model
         print(f"mixrl serve-rm: refusing to bind {cfg.host} without --token", file=sys.stderr)
         return 2
-    scorer = load_scorer(args.model_dir, max_length=args.max_length, kind=args.kind)
+    scorer = load_scorer(args.model_dir, max_length=args.max_length, kind=args.kind, device=args.device)
     registry = open_registry(args.registry) if args.registry else None
     server = RewardServer(scorer, cfg, registry=registry, registry_ttl_s=args.registry_ttl_s).start()
 

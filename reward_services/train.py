@@ -46,7 +46,8 @@ def build_reward_model(tokenizer, *, hidden_size: int = 64, num_layers: int = 2,
 
 def _rewards(model, tokenizer, texts: list[str], max_length: int) -> torch.Tensor:
     enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    return model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits[:, 0]  # [B]
+    ids, mask = enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)
+    return model(input_ids=ids, attention_mask=mask).logits[:, 0]  # [B]
 
 
 @torch.no_grad()
@@ -119,21 +120,25 @@ def load_pairs_jsonl(path) -> list[PreferencePair]:
 
 def train_and_save(tokenizer, train_pairs: Sequence[PreferencePair], heldout_pairs: Sequence[PreferencePair], out_dir,
                    *, steps: int = 150, batch_size: int = 16, lr: float = 1e-3, hidden_size: int = 64,
-                   num_layers: int = 2, max_length: int = 512, serve_max_length: int = 2048, seed: int = 0) -> dict:
+                   num_layers: int = 2, max_length: int = 512, serve_max_length: int = 2048, seed: int = 0,
+                   device: str = "auto") -> dict:
     """Build, train and save a reward model (Hugging Face folder ``out_dir``); returns the run's metrics,
     also written to ``out_dir/rm_metrics.json``.
 
     Training truncates pairs at `max_length` tokens (speed on CPU); the saved model accepts up to
-    `serve_max_length` (RoPE has no learned positions, so this is a limit, not parameters)."""
+    `serve_max_length` (RoPE has no learned positions, so this is a limit, not parameters). `device`: auto = CUDA
+    when visible."""
     import json
     import time
     from pathlib import Path
+
+    from core.device import resolve_device
 
     tokenizer.padding_side = "right"
     model = build_reward_model(tokenizer, hidden_size=hidden_size, num_layers=num_layers,
                                num_attention_heads=max(1, hidden_size // 32), num_key_value_heads=1,
                                intermediate_size=hidden_size * 11 // 4, max_position_embeddings=serve_max_length,
-                               seed=seed)
+                               seed=seed).to(resolve_device(device))
     start = time.monotonic()
     before = pairwise_accuracy(model, tokenizer, heldout_pairs, max_length=max_length)
     stats = train_bradley_terry(model, tokenizer, train_pairs, steps=steps, batch_size=batch_size, lr=lr,

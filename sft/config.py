@@ -30,7 +30,9 @@ class PackedTrainConfig:
     max_minutes: float = 0.0  # wall-clock cap on top of max_steps (0 = none), for time-boxed recipes
     sequence_tokens: int = 512  # length of one packed row
     rows_per_step: int = 8  # packed rows per optimizer step
-    dtype: Dtype = "float32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when visible
+    dtype: Dtype = "float32"  # bfloat16 = autocast on the device; master weights stay fp32
+    gradient_checkpointing: bool = False  # recompute activations in backward (GPU memory for long rows)
     log_every_steps: int = 20
     num_threads: int = 0  # torch intra-op threads; 0 = all cores
     # training-state checkpoints (weights, optimizer, data order, RNG) in RUN_DIR/checkpoints/step_N, every this

@@ -28,6 +28,9 @@ class PackedBatch:
     def trained_tokens(self) -> int:
         return int((self.labels[:, 1:] != IGNORE_INDEX).sum())
 
+    def to(self, device: torch.device) -> "PackedBatch":
+        return PackedBatch(self.input_ids.to(device), self.position_ids.to(device), self.labels.to(device))
+
 
 @dataclass
 class PackStats:

@@ -2,8 +2,8 @@
 
 One optimizer step = `rows_per_step` packed rows; loss = token-mean cross-entropy over trained tokens, mixed
 with logit-alignment distillation when a teacher is given. AdamW (no decay on norms and biases), linear
-warm-up then cosine decay, gradient clipping, fp32 or bf16 autocast. Metrics go to TensorBoard, JSONL, the
-console and a PNG.
+warm-up then cosine decay, gradient clipping, fp32 or bf16 autocast, on `train.device` (auto = CUDA when visible).
+Metrics go to TensorBoard, JSONL, the console and a PNG.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from core.checkpoint import find_resume_checkpoint, save_checkpoint
+from core.device import autocast, resolve_device
 from core.metrics import MetricsLogger
 from core.optim import apply_optim_config, build_optimizer, lr_at
 from core.sections import OptimConfig
@@ -51,7 +52,7 @@ def save_training_state(run_dir: str | Path, model, optimizer, rng: random.Rando
 def load_training_state(checkpoint: Path, model, optimizer, rng: random.Random, optim: OptimConfig) -> tuple[int, list[int], int]:
     """Restore a `save_training_state` checkpoint in place, with `optim`'s hyperparameters (this invocation's, not
     the saved run's); returns (step, data order, trained tokens)."""
-    state = torch.load(checkpoint / STATE_FILE, weights_only=False)
+    state = torch.load(checkpoint / STATE_FILE, weights_only=False, map_location="cpu")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     apply_optim_config(optimizer, optim)
@@ -85,12 +86,17 @@ def train_packed(
     if not rows:
         raise ValueError(f"{stage}: no training rows (is the dataset empty?)")
     set_threads(train.num_threads)
+    device = resolve_device(train.device)
+    model.to(device)
+    if teacher is not None:
+        teacher.to(device)
+    if train.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
     per_pass = math.ceil(len(rows) / train.rows_per_step)
     total_steps = train.max_steps or per_pass
     optimizer = build_optimizer(model, optim)
     rng = random.Random(seed)
     order: list[int] = []
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=train.dtype == "bfloat16")
     model.train()
     if teacher is not None:
         teacher.eval()
@@ -114,12 +120,12 @@ def train_packed(
                 if shuffle:
                     rng.shuffle(fresh)
                 order.extend(fresh)
-            batch = collate_rows([rows[i] for i in order[: train.rows_per_step]])
+            batch = collate_rows([rows[i] for i in order[: train.rows_per_step]]).to(device)
             del order[: train.rows_per_step]
             lr = lr_at(step, lr_peak=optim.lr_peak, warmup_steps=optim.lr_warmup_steps, total_steps=total_steps, min_ratio=optim.lr_min_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with autocast:
+            with autocast(device, train.dtype):
                 losses, mask, logits = token_losses(model, batch)
                 ce = losses.sum() / mask.sum().clamp(min=1)
                 loss = ce
@@ -150,6 +156,9 @@ def train_packed(
         log.plot(["loss", "lr", "tokens_per_s"] + (["kd"] if teacher is not None else []))
     seconds = time.perf_counter() - start
     model.eval()
+    if train.gradient_checkpointing:
+        model.gradient_checkpointing_disable()
+    model.to("cpu")  # callers save and evaluate it where it is cheap to keep; training state is in the checkpoint
     return TrainSummary(
         steps=step,
         seconds=seconds,

@@ -66,8 +66,11 @@ class ScriptedJudge:
     "writes" the reply scripted for the response in it, so the test knows every item's judge output."""
 
     def __init__(self, tokenizer, replies: dict[str, str]) -> None:
+        import torch
+
         self.tokenizer, self.replies = tokenizer, replies
         self.prompts: list[str] = []
+        self.device = torch.device("cpu")  # where a model's inputs go
 
     def generate(self, input_ids, attention_mask, max_new_tokens, pad_token_id, **kw):
         import torch
@@ -146,6 +149,8 @@ def test_judge_parses_scores_when_the_model_writes_them(judge_dir):
     scorer = load_scorer(judge_dir)
 
     class Writes7:
+        device = scorer.model.device
+
         def generate(self, input_ids, **kw):
             import torch
 
