@@ -110,10 +110,12 @@ class PlacementConfig:
     rollout_gpus_per_engine: float = 0  # = rollout.tensor_parallel_size on GPUs
     rollout_cpu_bind: list[str] = field(default_factory=list)  # vLLM-CPU cores of engine i ("0", "0-3"); [] = vLLM's default
     rollout_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"  # engines over nodes
+    rollout_resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per engine (pin to nodes)
     trainer_workers: int = 1  # trainer ranks: one torch.distributed group, the policy sharded with FSDP2 when > 1
     trainer_cpus_per_worker: float = 0
     trainer_gpus_per_worker: float = 0
     trainer_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"  # trainer ranks over nodes
+    trainer_resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per trainer worker
     trainer_cpu_bind: str = ""  # cores each trainer worker's threads are pinned to ("1", "4-7"); "" = all
 
 

@@ -23,7 +23,7 @@ would otherwise wait forever on an unschedulable placement group.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rl.config import GRPOConfig, PlacementConfig
 from rl.trainer import TrainBatch, shard_batch
@@ -37,43 +37,45 @@ class PlacementError(RuntimeError):
 
 @dataclass
 class Bundle:
+    """One actor's reservation: CPUs, GPUs and custom Ray resources (node labels such as {"trainer_node": 1})."""
+
     cpus: float
     gpus: float
+    custom: dict[str, float] = field(default_factory=dict)
 
     def as_ray(self) -> dict[str, float]:
-        # a bundle needs some resource: a CPU-less trainer still takes a sliver of a CPU to be placed
-        return {"CPU": self.cpus or 0.01, **({"GPU": self.gpus} if self.gpus else {})}
+        # a bundle needs some resource: a CPU-less actor still takes a sliver of a CPU to be placed
+        return {"CPU": self.cpus or 0.01, **({"GPU": self.gpus} if self.gpus else {}), **self.custom}
 
 
 def trainer_bundles(p: PlacementConfig) -> list[Bundle]:
-    return [Bundle(p.trainer_cpus_per_worker, p.trainer_gpus_per_worker) for _ in range(p.trainer_workers)]
+    return [Bundle(p.trainer_cpus_per_worker, p.trainer_gpus_per_worker, dict(p.trainer_resources)) for _ in range(p.trainer_workers)]
 
 
 def rollout_bundles(p: PlacementConfig) -> list[Bundle]:
-    return [Bundle(p.rollout_cpus_per_engine, p.rollout_gpus_per_engine) for _ in range(p.rollout_engines)]
+    return [Bundle(p.rollout_cpus_per_engine, p.rollout_gpus_per_engine, dict(p.rollout_resources)) for _ in range(p.rollout_engines)]
 
 
 def check_placement(bundles: list[Bundle], strategy: str, what: str) -> None:
-    """Fail before waiting when the live cluster cannot hold `bundles` (totals, and per node for STRICT_* and
-    SPREAD over fewer nodes than bundles is allowed by Ray but STRICT_SPREAD is not)."""
+    """Fail before waiting when the live cluster cannot hold `bundles`: each resource in total, each bundle on some
+    one node, and STRICT_SPREAD's one node per bundle."""
     import ray
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    totals = {"CPU": 0.0, "GPU": 0.0}
-    for n in nodes:
-        for key in totals:
-            totals[key] += n["Resources"].get(key, 0.0)
-    need = {"CPU": sum(b.as_ray()["CPU"] for b in bundles), "GPU": sum(b.gpus for b in bundles)}
-    for key in ("GPU", "CPU"):
+    need: dict[str, float] = {}
+    for b in bundles:
+        for key, value in b.as_ray().items():
+            need[key] = need.get(key, 0.0) + value
+    totals = {key: sum(n["Resources"].get(key, 0.0) for n in nodes) for key in need}
+    for key in sorted(need, key=lambda k: (k != "GPU", k != "CPU", k)):
         if need[key] > totals[key] + 1e-9:
             raise PlacementError(f"{what}: {len(bundles)} actor(s) need {need[key]:g} {key} in all; the Ray cluster has "
                                  f"{totals[key]:g} {key} over {len(nodes)} node(s)")
     for b in bundles:
         fits = [n for n in nodes if all(n["Resources"].get(k, 0.0) + 1e-9 >= v for k, v in b.as_ray().items())]
         if not fits:
-            biggest = max((dict(CPU=n["Resources"].get("CPU", 0.0), GPU=n["Resources"].get("GPU", 0.0)) for n in nodes),
-                          key=lambda r: (r["GPU"], r["CPU"]), default={})
-            raise PlacementError(f"{what}: one worker needs {b.as_ray()} on one node; the largest node has {biggest}")
+            have = [{k: n["Resources"].get(k, 0.0) for k in b.as_ray()} for n in nodes]
+            raise PlacementError(f"{what}: one actor needs {b.as_ray()} on one node; the nodes have {have}")
     if strategy == "STRICT_SPREAD" and len(bundles) > len(nodes):
         raise PlacementError(f"{what}: STRICT_SPREAD over {len(bundles)} worker(s) needs as many nodes; the cluster has {len(nodes)}")
 
