@@ -9,6 +9,9 @@ update_weights -> finish_weight_update, layerwise reload) while the trainer broa
 same run, a raw gloo broadcast of the same bytes between two processes gives the transport's floor; `ratio` is
 sync seconds / raw seconds (the cost of vLLM's reload machinery and our packing). Prints one JSON object on
 stdout (progress and vLLM's logs go to stderr). Sizes: tiny ~0.1M, small ~3M, medium ~23M, large ~76M.
+
+`sharded` repeats the sync from a trainer sharded over `--trainer-workers` FSDP2 ranks (Ray actors, gloo; every
+rank gathers each full tensor bucket by bucket, rank 0 sends), against the same raw broadcast.
 """
 
 from __future__ import annotations
@@ -105,10 +108,40 @@ async def sync_seconds(model_path: str, repeats: int) -> tuple[float, int]:
     return sorted(times)[len(times) // 2], sent
 
 
+def sharded_sync_seconds(model_path: str, repeats: int, workers: int) -> tuple[float, int]:
+    """The same sync from a trainer sharded over `workers` FSDP2 ranks (Ray actors, gloo): every rank gathers each
+    full tensor, rank 0 sends it, the engine is a rollout actor."""
+    import ray
+
+    from core.config import build
+    from rl.actors import start_rollout
+    from rl.config import GRPOConfig
+    from rl.trainer_group import TrainerGroup
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        cfg = build(GRPOConfig, {"model_path": model_path, "placement": {"trainer_workers": workers},
+                                 "rollout": {"max_model_len": 256, "kv_cache_gib": 1.0}, "algo": {"kl_coef": 0.0}}, source="bench")
+        engine = start_rollout(cfg, model_path)
+        trainer = TrainerGroup(cfg)
+        trainer.connect(0, engine)
+        times, sent = [], 0
+        for i in range(repeats):
+            _, seconds, sent = trainer.sync(0, engine, i + 1)
+            times.append(seconds)
+        trainer.shutdown()
+        ray.get(engine.shutdown.remote())
+    finally:
+        ray.shutdown()
+    return sorted(times)[len(times) // 2], sent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="tiny,small,medium,large")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sharded-sizes", default="tiny,small", help="sizes also synced from a sharded trainer")
+    parser.add_argument("--trainer-workers", type=int, default=2, help="ranks of the sharded trainer")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,7 +153,16 @@ def main() -> None:
                             "sync_gb_per_s": round(nbytes / sync_s / 1e9, 3), "raw_gloo_s": round(raw_s, 4),
                             "raw_gloo_gb_per_s": round(nbytes / raw_s / 1e9, 3), "ratio_sync_over_raw": round(sync_s / raw_s, 2)})
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
-    print(json.dumps({"benchmark": "weight_sync", "backend": "gloo", "dtype": "float32", "repeats": args.repeats, "results": results}, indent=2))
+        sharded = []
+        for size in filter(None, args.sharded_sizes.split(",")):
+            path, params = str(Path(tmp) / size), next(r["parameters"] for r in results if r["model"] == size)
+            sync_s, nbytes = sharded_sync_seconds(path, args.repeats, args.trainer_workers)
+            raw_s = raw_broadcast_seconds(nbytes, args.repeats)
+            sharded.append({"model": size, "parameters": params, "trainer_workers": args.trainer_workers, "bytes": nbytes,
+                            "sync_s": round(sync_s, 4), "raw_gloo_s": round(raw_s, 4), "ratio_sync_over_raw": round(sync_s / raw_s, 2)})
+            print(json.dumps(sharded[-1]), file=sys.stderr, flush=True)
+    print(json.dumps({"benchmark": "weight_sync", "backend": "gloo", "dtype": "float32", "repeats": args.repeats,
+                      "results": results, "sharded": sharded}, indent=2))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Modules:
 - `core.sections`    config sections more than one stage shares (optimizer, tiny model, synthetic datasets)
 - `core.data`        the verl row schema and one loader for parquet / jsonl / Hugging Face folders
 - `core.tokenizer`   byte-level BPE with the chat markers and thinking-mode tokens, the ChatML template
-- `core.chat`        chat rendering with loss masks, thinking-mode fusion, rows as chats, prompt ids
+- `core.chat`        chat rendering through the model's own template: loss masks, prompt ids, the thinking switch
+- `core.thinking`    thinking-mode fusion on any model: control tokens added, embeddings grown, template taught the switch
 - `core.model`       the tiny Qwen2 factory; saving and loading Hugging Face folders
 - `core.engine`      the vLLM generation engine (AsyncLLM): groups of samples with token ids and logprobs
 - `core.generate`    batch generation for evaluation: vLLM offline or transformers

@@ -8,6 +8,7 @@ vLLM's engine core is a spawned process: call `generate_vllm` from under `if __n
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -38,20 +39,39 @@ def make_vllm_engine(model_path: str, *, dtype: str = "float32", max_model_len: 
     )
 
 
-def generate_vllm(engine, prompt_ids: list[list[int]], *, max_tokens: int, temperature: float = 0.0,
-                  thinking_token_budget: int = 0, seed: int = 0) -> list[str]:
-    """Greedy (or sampled) completions of token-id prompts with a vLLM engine; returns decoded texts."""
+@dataclass(frozen=True)
+class Completion:
+    """One generated response: decoded text and its length in tokens."""
+
+    text: str
+    num_tokens: int
+
+
+def sample_vllm(engine, prompt_ids: list[list[int]], *, max_tokens: int, samples_per_prompt: int = 1,
+                temperature: float = 0.0, top_p: float = 1.0, thinking_token_budget: int = 0,
+                seed: int = 0) -> list[list[Completion]]:
+    """`samples_per_prompt` completions of each token-id prompt (greedy at temperature 0), with token counts."""
     from vllm import SamplingParams
 
     params = SamplingParams(
+        n=samples_per_prompt,
         max_tokens=max_tokens,
         temperature=temperature,
+        top_p=top_p,
         seed=seed,
         skip_special_tokens=True,
         thinking_token_budget=thinking_token_budget or None,
     )
     outputs = engine.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=True)
-    return [o.outputs[0].text for o in outputs]
+    return [[Completion(c.text, len(c.token_ids)) for c in o.outputs] for o in outputs]
+
+
+def generate_vllm(engine, prompt_ids: list[list[int]], *, max_tokens: int, temperature: float = 0.0,
+                  thinking_token_budget: int = 0, seed: int = 0) -> list[str]:
+    """Greedy (or sampled) completions of token-id prompts with a vLLM engine; returns decoded texts."""
+    groups = sample_vllm(engine, prompt_ids, max_tokens=max_tokens, temperature=temperature,
+                         thinking_token_budget=thinking_token_budget, seed=seed)
+    return [g[0].text for g in groups]
 
 
 @torch.no_grad()

@@ -1,9 +1,11 @@
 """The `mixrl` command line: one subcommand per capability.
 
     mixrl data [--recipe R] [key=value ...]            generate the synthetic datasets (verl schema)
+    mixrl data import LAYOUT SOURCE OUT.parquet [--split S] [--limit N]   a standard benchmark -> verl parquet
     mixrl pretrain RECIPE [section.key=value ...]      compact base-model pretraining
     mixrl sft RECIPE [section.key=value ...]           SFT with thinking-mode fusion
-    mixrl eval MODEL_DIR [--recipe R] [key=value ...]  accuracy per domain/mode, thinking-switch reliability
+    mixrl eval MODEL_DIR [--recipe R] [--data D.parquet ...] [--samples K] [--budgets 32,64] [--modes think,direct]
+                                                       accuracy, mean@k, pass@k per source/mode, budget sweep, switch
     mixrl quickstart [--recipe R] [section.key=value]  data -> pretrain -> SFT -> eval on the tiny default
     mixrl train RECIPE [section.key=value ...]         GRPO with vLLM rollouts and weight sync (grpo_*.yaml)
     mixrl plot RUN_DIR [--keys k1,k2]                  PNG curves from a run's metrics.jsonl
@@ -42,12 +44,29 @@ def recipe_schema(path) -> type:
 
 
 def _cmd_data(args) -> int:
+    if args.overrides[:1] == ["import"]:
+        return _cmd_data_import(args.overrides[1:])
     from core.sections import SyntheticDataConfig
     from mixrl.data.synthetic import ensure_datasets
 
     cfg = load_config(SyntheticDataConfig, args.recipe, args.overrides)
     out = ensure_datasets(cfg)
     print(json.dumps({"out_dir": str(out), "train_rows": cfg.train_rows}))
+    return 0
+
+
+def _cmd_data_import(argv: list[str]) -> int:
+    from mixrl.data.importers import CONVERTERS, import_dataset
+
+    p = argparse.ArgumentParser(prog="mixrl data import", description="convert a standard benchmark into verl parquet")
+    p.add_argument("layout", choices=["auto", *sorted(CONVERTERS)], help="the source's layout (auto: from its fields)")
+    p.add_argument("source", help=".jsonl/.jsonl.gz/.json/.parquet file, a save_to_disk folder, or a hub dataset name")
+    p.add_argument("out", help="the verl parquet to write")
+    p.add_argument("--split", default=None, help="split of a DatasetDict folder or hub dataset")
+    p.add_argument("--config", default=None, help="hub dataset configuration (e.g. main for openai/gsm8k)")
+    p.add_argument("--limit", type=int, default=0, help="first N records only (0 = all)")
+    a = p.parse_args(argv)
+    print(json.dumps(import_dataset(a.layout, a.source, a.out, split=a.split, config=a.config, limit=a.limit)))
     return 0
 
 
@@ -78,7 +97,20 @@ def _cmd_eval(args) -> int:
     from mixrl.config import EvalConfig
     from mixrl.evaluate import run_eval
 
-    overrides = [f"model_path={args.model_dir}", *args.overrides]
+    overrides = [f"model_path={args.model_dir}"]
+    if args.data:
+        overrides.append(f"datasets={json.dumps(args.data)}")
+    if args.samples is not None:
+        overrides.append(f"samples_per_prompt={args.samples}")
+    if args.budgets:
+        overrides.append(f"thinking_budgets=[{args.budgets}]")
+    if args.modes:
+        overrides.append(f"modes=[{args.modes}]")
+    if args.backend:
+        overrides.append(f"backend={args.backend}")
+    if args.out:
+        overrides.append(f"out_dir={json.dumps(args.out)}")
+    overrides += args.overrides
     run_eval(load_config(EvalConfig, args.recipe, overrides))
     return 0
 
@@ -155,7 +187,8 @@ def _cmd_train_rm(args) -> int:
     train, heldout = _chat_pairs(args.train_pairs, "train", args.seed), _chat_pairs(args.heldout_pairs, "test", args.seed + 1)
     tokenizer = train_tokenizer([f"{p.prompt}\n{p.chosen}\n{p.rejected}" for p in train], args.vocab_size)
     metrics = train_and_save(tokenizer, train, heldout, args.out, steps=args.steps, batch_size=args.batch_size,
-                             lr=args.lr, hidden_size=args.hidden_size, num_layers=args.num_layers, seed=args.seed)
+                             lr=args.lr, hidden_size=args.hidden_size, num_layers=args.num_layers, seed=args.seed,
+                             device=args.device)
     print(json.dumps(metrics))
     return 0
 
@@ -192,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixrl", description="RL post-training toolkit for language models")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("data", help="generate the synthetic datasets (math, code, ifeval, chat)")
+    p = sub.add_parser("data", help="generate the synthetic datasets (math, code, ifeval, chat); `data import` converts benchmarks")
     p.add_argument("--recipe", default=None, help="YAML with SyntheticDataConfig keys")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. out_dir=runs/data train_rows.math=1000")
     p.set_defaults(func=_cmd_data)
@@ -210,7 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="accuracy per domain and mode, thinking-switch reliability")
     p.add_argument("model_dir", help="a Hugging Face model folder")
     p.add_argument("--recipe", default=None, help="YAML with EvalConfig keys, e.g. recipes/eval_tiny.yaml")
-    p.add_argument("overrides", nargs="*", help="key=value, e.g. backend=hf prompts_per_domain=50")
+    p.add_argument("--data", action="append", default=[], help="a verl dataset to evaluate (repeatable), e.g. from `mixrl data import`")
+    p.add_argument("--samples", type=int, default=None, help="k samples per prompt for mean@k and pass@k")
+    p.add_argument("--budgets", default=None, help="thinking-budget sweep, e.g. 32,64,128")
+    p.add_argument("--modes", default=None, help="think,direct (default both), or one of them")
+    p.add_argument("--backend", default=None, choices=["vllm", "hf", "reference"], help="reference: score the rows' own responses")
+    p.add_argument("--out", default=None, help="output folder (default MODEL_DIR/eval)")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. backend=hf prompts_per_domain=50 domains=[]")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("train", help="GRPO: vLLM rollouts, rewards, advantages, update, weight sync (Ray actors)")
@@ -260,9 +299,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from core.chat import ChatTemplateError
     from core.data import DataError
+    from rl.trainer_group import PlacementError
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["data", "import"]:  # its own options (--split, --limit), parsed by _cmd_data_import
+        argv = ["data", "--", *argv[1:]]
+    parser = build_parser()
+    # key=value overrides may also follow options (`mixrl eval M --data D domains=[]`), where argparse's
+    # positional list has already been filled: collect them here
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.func(args)
     except ConfigError as exc:
@@ -270,6 +321,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except DataError as exc:
         print(f"mixrl {args.command}: data error: {exc}", file=sys.stderr)
+        return 2
+    except ChatTemplateError as exc:
+        print(f"mixrl {args.command}: chat template error: {exc}", file=sys.stderr)
+        return 2
+    except PlacementError as exc:
+        print(f"mixrl {args.command}: placement error: {exc}", file=sys.stderr)
         return 2
 
 

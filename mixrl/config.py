@@ -16,17 +16,27 @@ from sft.config import PretrainConfig, SFTConfig
 
 @dataclass
 class EvalConfig:
-    """`mixrl eval MODEL_DIR`: accuracy per domain and mode, and thinking-switch reliability."""
+    """`mixrl eval MODEL_DIR`: accuracy per domain/data source and mode, pass@k and mean@k, thinking-budget sweeps,
+    and thinking-switch reliability."""
 
     model_path: str = "runs/sft_thinking/final"
     out_dir: str = ""  # default: MODEL_DIR/eval
-    backend: Literal["vllm", "hf"] = "vllm"
+    # vllm / hf: generate with the model; reference: score each row's own extra_info.response (checks that the
+    # data and the reward checkers agree, e.g. HumanEval's canonical solutions pass their tests)
+    backend: Literal["vllm", "hf", "reference"] = "vllm"
     dtype: Dtype = "float32"
     data_dir: str = "runs/data"
-    domains: list[str] = field(default_factory=lambda: ["math", "code", "ifeval"])
-    prompts_per_domain: int = 100
+    domains: list[str] = field(default_factory=lambda: ["math", "code", "ifeval"])  # synthetic held-out splits
+    datasets: list[str] = field(default_factory=list)  # any verl-schema files (e.g. from `mixrl data import`)
+    modes: list[Literal["think", "direct"]] = field(default_factory=lambda: ["think", "direct"])
+    prompts_per_domain: int = 100  # per synthetic domain and per dataset file; 0 = all rows
     max_response_tokens: int = 256
+    max_model_len: int = 1024  # vLLM context; longer prompts are skipped and counted
     thinking_token_budget: int = 0  # vLLM's explicit thinking budget; 0 = none
+    samples_per_prompt: int = 1  # k > 1: also sample k responses per prompt for mean@k and unbiased pass@k
+    temperature: float = 1.0  # of those samples (the greedy pass is always temperature 0)
+    top_p: float = 1.0
+    thinking_budgets: list[int] = field(default_factory=list)  # sweep: greedy thinking-mode accuracy per budget
     multiturn_prompts: int = 50  # held-out two-turn chats probing that only the current turn's token counts
     sandbox_url: str = ""  # code answers run in a local sandbox pool unless a `mixrl serve-sandbox` URL is given
     backend_check_prompts: int = 8  # with backend vllm: also decode these with transformers and compare greedy outputs

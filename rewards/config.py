@@ -102,6 +102,10 @@ def default_routes() -> dict[str, str]:
         "apps": "code",
         "codeforces": "code",
         "taco": "code",
+        # standard benchmarks as `mixrl data import` writes them (mixrl/data/importers.py)
+        "openai/openai_humaneval": "code",
+        "mbpp": "code",
+        "cais/mmlu": "stem",
     }
     return routes
 

@@ -17,11 +17,13 @@ def score_response(row: dict, response: str) -> float | None:
     """Answer verdict (1/0) of a response to a verl-schema `row`, or None when it cannot be computed.
 
     >>> row = {"data_source": "openai/gsm8k", "reward_model": {"ground_truth": "7"}}
-    >>> score_response(row, "3 + 4 = 7\n#### 7"), score_response(row, "#### 8")
+    >>> score_response(row, "3 + 4 = 7\\n#### 7"), score_response(row, "#### 8")
     (1.0, 0.0)
     """
     try:
-        result = compute_score(row["data_source"], response, row["reward_model"]["ground_truth"], row.get("extra_info"))
+        # the row's ability routes it when its data_source has no route of its own (verl rows carry both)
+        extra = {"ability": row.get("ability"), **(row.get("extra_info") or {})}
+        result = compute_score(row["data_source"], response, row["reward_model"]["ground_truth"], extra)
     except Exception as exc:  # noqa: BLE001 - a broken scorer must not look like a wrong answer
         print(f"[eval] scoring failed for {row['data_source']}: {exc!r}", flush=True)
         return None

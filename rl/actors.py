@@ -177,7 +177,7 @@ class TrainerActor:
         from rl.trainer import PolicyTrainer
 
         model_path, trainer_cfg, algo_cfg, total_steps, seed = self.args
-        if self.world_size > 1:
+        if self.world_size > 1 or trainer_cfg.fsdp:  # FSDP2 needs a process group, even a group of one
             backend = collective_backend(resolve_device(trainer_cfg.device))
             dist.init_process_group(backend, init_method=f"tcp://{host}:{port}", rank=self.rank, world_size=self.world_size)
         self.trainer = PolicyTrainer(model_path, trainer_cfg, algo_cfg, total_steps=total_steps, seed=seed)

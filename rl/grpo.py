@@ -50,6 +50,7 @@ from pathlib import Path
 
 import torch
 
+from core.chat import require_thinking_switch
 from core.config import write_resolved_config
 from core.metrics import MetricsLogger
 from rl import algos
@@ -194,9 +195,11 @@ def run_grpo(cfg: GRPOConfig, *, rollout=None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_resolved_config(cfg, run_dir)
     rows = load_sources(cfg.sources)  # fail here, before Ray and engines start, on bad data ...
-    build_reward_router(cfg).close()  # ... a bad reward config or an unreachable registry
-    ensure_ray(cfg)
+    build_reward_router(cfg).close()  # ... a bad reward config or an unreachable registry ...
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
+    if any(s.mode != "direct" for s in cfg.sources) or (cfg.eval.prompts and cfg.eval.mode == "think"):
+        require_thinking_switch(tokenizer)  # ... or thinking mode on a chat template that cannot express it
+    ensure_ray(cfg)
     check_ray_placement(cfg)  # a placement the cluster cannot hold fails now, naming what is missing
     trainer = TrainerGroup(cfg)
     start_step, ahead, ckpt = restore_grpo_checkpoint(cfg, trainer)

@@ -191,7 +191,9 @@ class PolicyTrainer:
                 self.reference.to(self.device)
         self.optimizer = build_optimizer(self.policy, trainer.optim)
         self.step = 0
-        self.policy.eval()  # no dropout in Qwen2; eval() keeps logprobs deterministic
+        # no dropout in Qwen2; eval() keeps logprobs deterministic. transformers checkpoints activations only in
+        # training mode, so with gradient_checkpointing the policy stays in train() (the same numbers here).
+        self.policy.train(trainer.gradient_checkpointing)
 
     def lr(self) -> float:
         from core.optim import lr_at

@@ -182,3 +182,18 @@ def test_quickstart_chains_the_grpo_stage_and_table_shows_before_after():
     assert "before RL" in table and "8.0%" in table and "12.5%" in table and "mean@8" in table and "30.0%" in table
     assert "one-step async" in table
     assert "before RL" not in format_table(pre, sft, ev, "/tmp/qs")
+
+
+def test_thinking_mode_on_a_template_that_cannot_express_it_fails_before_anything_starts(tiny_grpo_checkpoint, tmp_path):
+    """A Qwen2.5-style template ignores enable_thinking: a recipe asking for thinking mode stops at start, naming
+    the fix, instead of training with a switch that silently does nothing."""
+    from core.chat import ChatTemplateError
+    from rl.grpo import run_grpo
+    from tests.core.foreign_tokenizers import foreign_tokenizer
+    from tests.rl.conftest import grpo_test_config
+
+    foreign_tokenizer("qwen2.5").save_pretrained(tmp_path / "qwen")
+    cfg = grpo_test_config({"model": str(tmp_path / "qwen"), "data": tiny_grpo_checkpoint["data"]}, tmp_path / "run")
+    assert any(s.mode != "direct" for s in cfg.sources)  # the ifeval source is mixed
+    with pytest.raises(ChatTemplateError, match="mixrl sft"):
+        run_grpo(cfg)
