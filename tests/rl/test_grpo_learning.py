@@ -15,7 +15,9 @@ import json
 
 import pytest
 
-pytestmark = pytest.mark.vllm
+# The module-scoped checkpoint (500 pretraining steps + one SFT pass, the quickstart's own) took 18 min on a 2-core
+# machine whose bf16 matmuls run slower than fp32 (145 vs 220 GFLOP/s): more than the suite's 900 s per test.
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(3000)]
 
 # Minimum rises asserted (absolute, held-out), below the smallest rise seen across seeds 0 and 1 on 2 cores
 # (issue 5/6 notes): mean@8 is the mean accuracy of 8 samples per prompt at temperature 1 (640 samples: the
