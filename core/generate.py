@@ -26,15 +26,21 @@ def make_vllm_engine(model_path: str, *, dtype: str = "float32", max_model_len: 
     from vllm import LLM
     from vllm.config import ReasoningConfig
 
+    import torch
+
     kwargs = {}
     if enable_thinking_budget:
         kwargs["reasoning_config"] = ReasoningConfig(reasoning_start_str=THINK_OPEN, reasoning_end_str=f"\n{THINK_CLOSE}\n\n")
+    if not torch.cuda.is_available():
+        # vLLM 0.32's CPU runner crashes on a seeded request whose prefill is split ("CPU Generator does not use
+        # offset"), and sampled evaluation (mean@k, pass@k) seeds every request: no chunked prefill on CPU
+        kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(8192, max_model_len))
     return LLM(
         model=model_path,
         dtype=dtype,
         max_model_len=max_model_len,
         seed=seed,
-        enforce_eager=True,
+        enforce_eager=not torch.cuda.is_available(),
         **kwargs,
     )
 
