@@ -11,6 +11,7 @@ directory so a run can always be reproduced from its folder.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import types
@@ -182,11 +183,10 @@ def _coerce(hint: Any, value: Any, *, source: str, key: str) -> Any:
         return {k: _coerce(value_hint, v, source=source, key=f"{key}.{k}") for k, v in value.items()}
     if hint is float:
         if isinstance(value, str):
-            # YAML 1.1 reads "1e-5" (no dot) as a string; users write learning rates that way
-            try:
+            # YAML 1.1 reads "1e-5" (no dot) as a string; users write learning rates that way. A string that is
+            # not a number falls through to the error below, which names the key.
+            with contextlib.suppress(ValueError):
                 return float(value)
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: '{key}' expects a number, got {value!r}")
         return float(value)

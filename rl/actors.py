@@ -202,11 +202,10 @@ class TrainerActor:
 
     def send_weights(self, engine: int = 0) -> int:
         """Rank 0 sends to the engine; the other ranks only take part in gathering each full tensor."""
-        from rl.weight_sync import gather_full_tensors
+        from rl.weight_sync import join_gathers
 
         if self.rank != 0:
-            for _ in gather_full_tensors(self.trainer.policy):
-                pass
+            join_gathers(self.trainer.policy)  # no sender here: only the gathers' collectives
             return 0
         return self.senders[engine].send(self.trainer.policy)
 

@@ -24,6 +24,7 @@ last finished loading (`finish_weight_update(weight_version=...)`, read back wit
 
 from __future__ import annotations
 
+import collections
 import datetime
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -204,6 +205,12 @@ def gather_full_tensors(model: torch.nn.Module, wire_dtype: str | None = None) -
     for name, p in model.named_parameters():
         t = full_value(p.detach()).cpu()
         yield name, (t.to(getattr(torch, wire_dtype)) if wire_dtype else t)
+
+
+def join_gathers(model: torch.nn.Module) -> None:
+    """What a trainer rank other than 0 does during a sync: take part in every full-tensor gather of
+    `gather_full_tensors` in the same order (each is a collective), keeping nothing; rank 0 sends."""
+    collections.deque(gather_full_tensors(model), maxlen=0)  # drive the generator to its end
 
 
 def weights_update_info(model: torch.nn.Module, wire_dtype: str | None, bucket_bytes: int) -> dict:
