@@ -8,7 +8,9 @@ Recipe keys (same names in `sft` and `rl` schemas):
             PATH                a run directory (its latest checkpoint) or one checkpoint folder (`.../step_N`)
 
 Layout: `RUN_DIR/checkpoints/step_N/`, written under a temporary name and renamed when complete, so a killed run
-never leaves half a checkpoint that resume would pick.
+never leaves half a checkpoint that resume would pick. A write that fails (a full disk, a refused state) removes
+its temporary folder and raises; a full disk names the folder and the space left. Temporary folders left by a run
+killed mid-write are swept by the next save (one run per run directory: `core.run_dir`).
 
     path = save_checkpoint(run_dir, step, lambda tmp: torch.save(state, tmp / "state.pt"), keep=2)
     ckpt = find_resume_checkpoint(cfg.resume, run_dir)   # None = start fresh
@@ -16,6 +18,7 @@ never leaves half a checkpoint that resume would pick.
 
 from __future__ import annotations
 
+import errno
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -44,10 +47,22 @@ def save_checkpoint(run_dir: str | Path, step: int, write: Callable[[Path], None
     are removed."""
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".tmp_step_*"):  # a run killed mid-write
+        shutil.rmtree(stale, ignore_errors=True)
     tmp, final = root / f".tmp_step_{step}", root / f"step_{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    write(tmp)
+    try:
+        write(tmp)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno == errno.ENOSPC:
+            free = shutil.disk_usage(root).free
+            raise OSError(errno.ENOSPC, f"no space left on the disk of {root} writing checkpoint step_{step} "
+                                        f"({free / 2**20:.0f} MiB free now; the partial checkpoint was removed): {e}") from e
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     found = list_checkpoints(run_dir)

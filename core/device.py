@@ -1,9 +1,16 @@
-"""Devices: where a run trains (`device: auto | cpu | cuda`), autocast on that device, and the collective backend.
+"""Devices: where a run trains (`device: auto | cpu | cuda`), its precision, autocast on that device, the
+collective backend, and how many threads a worker uses.
 
     device = resolve_device("auto")            # cuda when a GPU is visible, else cpu
-    with autocast(device, "bfloat16"):         # bf16 autocast on the model's own device type
+    dtype = resolve_dtype("auto", device)      # bfloat16 where the hardware multiplies it faster, else float32
+    with autocast(device, dtype):              # bf16 autocast on the model's own device type
         loss = model(...)
     backend = collective_backend(device)       # "nccl" on CUDA, "gloo" on CPU
+
+Precision `auto` is decided by measurement on CPUs: "AVX512-BF16" in the flags does not mean fast bf16 GEMMs
+(two 2-core hosts with the flag measured bf16 at 5.7x fp32 with AMX, and at 0.55x without it), so
+`bf16_speedup()` times one model-shaped GEMM in both precisions (~0.3 s, once per process) and bf16 is chosen
+when it is at least `BF16_MIN_SPEEDUP` times faster. Any CUDA GPU that supports bf16 gets bf16.
 
 Every training path takes its device from here; nothing else in a training path names "cpu" or "cuda".
 """
@@ -11,6 +18,9 @@ Every training path takes its device from here; nothing else in a training path 
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import time
 from typing import Literal
 
 import torch
@@ -34,6 +44,72 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name != "cpu":
         raise ValueError(f"device must be auto, cpu or cuda, got {name!r}")
     return torch.device("cpu")
+
+
+BF16_MIN_SPEEDUP = 1.25  # below this, autocast's casts eat the gain (measured on the quickstart model)
+
+
+def gemm_gflops(dtype: torch.dtype, *, m: int = 2048, k: int = 384, n: int = 1024, seconds: float = 0.12) -> float:
+    """GFLOP/s of an [m, k] @ [k, n] matmul in `dtype` on the CPU with torch's current thread count (a
+    transformer-layer-shaped GEMM; the default is the trainer's MLP at 64 sequences of 32 tokens)."""
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    done, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        a @ b
+        done += 1
+    return 2.0 * m * k * n * done / elapsed / 1e9
+
+
+@functools.lru_cache(maxsize=None)
+def bf16_speedup(threads: int | None = None) -> float:
+    """bf16 GEMM throughput over fp32's on this CPU, measured with `threads` (default: torch's current count)."""
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return gemm_gflops(torch.bfloat16) / gemm_gflops(torch.float32)
+    finally:
+        torch.set_num_threads(old)
+
+
+def resolve_dtype(name: str, device: torch.device | str = "cpu") -> str:
+    """`auto` -> "bfloat16" or "float32" for `device` (see the module docstring); explicit names pass through.
+
+    >>> resolve_dtype("float32", "cpu")
+    'float32'
+    """
+    if name in TORCH_DTYPES:
+        return name
+    if name != "auto":
+        raise ValueError(f"dtype must be auto, float32 or bfloat16, got {name!r}")
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    forced = os.environ.get("MIXRL_CPU_DTYPE", "")  # a fleet-wide override without editing recipes
+    if forced in TORCH_DTYPES:
+        return forced
+    return "bfloat16" if bf16_speedup() >= BF16_MIN_SPEEDUP else "float32"
+
+
+def worker_threads(requested: int, *, bound_cores: int = 0, reserved_cpus: float = 0.0, shared_by: int = 1) -> int:
+    """Intra-op threads of a training worker: `requested` when set; else the cores it is pinned to; else the CPUs
+    it reserved from Ray (whole ones); else its share of every core this process may run on, split between the
+    `shared_by` workers of a group (a colocated trainer owns the machine while it trains). Ray sets
+    OMP_NUM_THREADS=1 in actors that reserve no CPU, which would leave a colocated trainer on one core of many.
+
+    >>> worker_threads(3), worker_threads(0, bound_cores=2), worker_threads(0, reserved_cpus=4.0)
+    (3, 2, 4)
+    """
+    if requested > 0:
+        return requested
+    if bound_cores:
+        return bound_cores
+    if reserved_cpus >= 1:
+        return int(reserved_cpus)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, shared_by))
 
 
 def autocast(device: torch.device, dtype: str, *, enabled: bool = True):

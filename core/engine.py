@@ -68,22 +68,60 @@ class SamplingSettings(SamplingConfig):
         return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(SamplingConfig)}, seed=seed)
 
 
+def kv_cache_bytes(model_path: str, dtype: str, max_model_len: int, max_num_seqs: int, *, margin: float = 1.1) -> int:
+    """KV-cache bytes for `max_num_seqs` sequences of `max_model_len` tokens of this model (K and V of every layer),
+    so vLLM-CPU allocates what a recipe's batch needs instead of a fixed GiB (4 GiB by default).
+
+    >>> import json, tempfile, pathlib; d = tempfile.mkdtemp()
+    >>> _ = pathlib.Path(d, "config.json").write_text(json.dumps({"num_hidden_layers": 4, "hidden_size": 256,
+    ...     "num_attention_heads": 4, "num_key_value_heads": 2}))
+    >>> kv_cache_bytes(d, "float32", 512, 128, margin=1.0) // 2**20   # 2 * 4 layers * 2 heads * 64 dims * 4 B * 65536 tokens
+    256
+    """
+    import json
+    from pathlib import Path
+
+    cfg = json.loads((Path(model_path) / "config.json").read_text())
+    cfg = cfg.get("text_config", cfg)
+    layers, heads = cfg["num_hidden_layers"], cfg["num_attention_heads"]
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
+    per_token = 2 * layers * cfg.get("num_key_value_heads", heads) * head_dim * (2 if dtype == "bfloat16" else 4)
+    return max(32 << 20, int(per_token * max_model_len * max_num_seqs * margin))
+
+
+ENGINE_WATCH_S = 1.0  # how often a generation checks that the engine's processes are alive
+
+
+class EngineCoreDeadError(RuntimeError):
+    """vLLM's engine-core process died (killed, OOM) under a live engine wrapper: the engine must be replaced
+    (`rl.scheduler` restarts it like a dead actor)."""
+
+
+def _child_pids() -> set[int]:
+    import psutil
+
+    return {c.pid for c in psutil.Process().children(recursive=True)}
+
+
 class RolloutEngine:
     """An `AsyncLLM` with weight-transfer enabled; all methods are coroutines on the caller's event loop."""
 
     def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = 512, seed: int = 0,
-                 kv_cache_gib: float = 1.0, weight_transfer_backend: str = "", worker_extension_cls: str = "",
+                 kv_cache_gib: float = 0.0, weight_transfer_backend: str = "", worker_extension_cls: str = "",
                  cpu_bind: str = "", tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
-                 enforce_eager: bool | None = None, enable_chunked_prefill: bool | None = None):
+                 enforce_eager: bool | None = None, enable_chunked_prefill: bool | None = None, max_num_seqs: int = 0):
         self.model_path = model_path
         self.tensor_parallel_size = tensor_parallel_size
         self.gpu_memory_utilization = gpu_memory_utilization  # GPU engines only
         self.enforce_eager = enforce_eager  # None: eager on CPU only
         self.enable_chunked_prefill = enable_chunked_prefill  # None: on GPU only
-        self.dtype = dtype
+        self.dtype = dtype  # auto: bf16 on GPUs and on CPUs whose bf16 GEMMs measure faster (core.device.resolve_dtype)
         self.max_model_len = max_model_len
+        self.max_num_seqs = max_num_seqs  # sequences per engine step; 0 = vLLM's default
         self.seed = seed
-        self.kv_cache_gib = kv_cache_gib  # vLLM-CPU only (VLLM_CPU_KVCACHE_SPACE); GPUs: gpu_memory_utilization
+        # vLLM-CPU only: GiB of KV cache, 0 = sized for max_num_seqs x max_model_len (`kv_cache_bytes`); GPUs:
+        # gpu_memory_utilization sizes it
+        self.kv_cache_gib = kv_cache_gib
         self.weight_transfer_backend = weight_transfer_backend  # "" = no weight transfer (evaluation, curation)
         self.worker_extension_cls = worker_extension_cls
         self.cpu_bind = cpu_bind
@@ -91,7 +129,6 @@ class RolloutEngine:
         self.weight_version = 0
 
     async def start(self) -> None:
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(self.kv_cache_gib))))
         if self.cpu_bind:  # vLLM-CPU's OpenMP threads on exactly these cores (the placement split of a recipe)
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = self.cpu_bind
             os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
@@ -102,8 +139,14 @@ class RolloutEngine:
         from vllm.config import ReasoningConfig, WeightTransferConfig
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from core.device import resolve_dtype
+
         on_gpu = torch.cuda.is_available()
+        self.dtype = resolve_dtype(self.dtype, "cuda" if on_gpu else "cpu")
         eager = (not on_gpu) if self.enforce_eager is None else self.enforce_eager
+        memory: dict = {"gpu_memory_utilization": self.gpu_memory_utilization} if on_gpu else {
+            "kv_cache_memory_bytes": int(self.kv_cache_gib * 2**30) if self.kv_cache_gib > 0 else
+            kv_cache_bytes(self.model_path, self.dtype, self.max_model_len, self.max_num_seqs or 256)}
         # vLLM 0.32's CPU runner crashes on a seeded request whose prefill is split ("CPU Generator does not use
         # offset"), and per-request seeds are what make rollouts reproducible: chunked prefill on GPUs only.
         chunked = on_gpu if self.enable_chunked_prefill is None else self.enable_chunked_prefill
@@ -116,13 +159,16 @@ class RolloutEngine:
             enable_chunked_prefill=chunked,
             max_num_batched_tokens=max(8192, self.max_model_len),
             tensor_parallel_size=self.tensor_parallel_size,
-            **({"gpu_memory_utilization": self.gpu_memory_utilization} if on_gpu else {}),
+            **({"max_num_seqs": self.max_num_seqs} if self.max_num_seqs else {}),
+            **memory,
             reasoning_config=ReasoningConfig(reasoning_start_str=THINK_OPEN, reasoning_end_str=f"\n{THINK_CLOSE}\n\n"),
             **({"weight_transfer_config": WeightTransferConfig(backend=self.weight_transfer_backend)}
                if self.weight_transfer_backend else {}),
             **({"worker_extension_cls": self.worker_extension_cls} if self.worker_extension_cls else {}),
         )
+        before = _child_pids()
         self.engine = AsyncLLM.from_engine_args(args)
+        self.core_pids = _child_pids() - before  # vLLM's engine-core (and worker) processes, watched by `generate`
 
     async def generate(self, prompt_ids: list[list[int]], settings: SamplingSettings) -> list[list[RolloutSample]]:
         """`settings.samples_per_prompt` samples for every prompt (one group per prompt, in prompt order)."""
@@ -160,7 +206,27 @@ class RolloutEngine:
                                              comp.finish_reason or "length", self.weight_version))
             return samples
 
-        return list(await asyncio.gather(*(one(i, ids) for i, ids in enumerate(prompt_ids))))
+        work = asyncio.gather(*(one(i, ids) for i, ids in enumerate(prompt_ids)))
+        while True:  # a SIGKILLed engine core can leave vLLM-CPU's AsyncLLM waiting forever: watch it
+            done, _ = await asyncio.wait({work}, timeout=ENGINE_WATCH_S)
+            if done:
+                return list(work.result())
+            if dead := self.dead_processes():
+                work.cancel()
+                raise EngineCoreDeadError(f"vLLM engine process(es) {dead} of {self.model_path} died mid-generation")
+
+    def dead_processes(self) -> list[int]:
+        """Engine-core/worker processes of this engine that are gone (or zombies), or [-1] when vLLM says it errored."""
+        import psutil
+
+        dead = []
+        for pid in sorted(getattr(self, "core_pids", ())):
+            try:
+                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                    dead.append(pid)
+            except psutil.NoSuchProcess:
+                dead.append(pid)
+        return dead or ([-1] if self.engine is not None and self.engine.errored else [])
 
     # weight transfer (vLLM's API; the backend decides the transport)
     async def init_weight_transfer(self, init_info: dict) -> None:

@@ -7,7 +7,6 @@ vLLM's engine core is a spawned process: call `generate_vllm` from under `if __n
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +21,6 @@ def make_vllm_engine(model_path: str, *, dtype: str = "float32", max_model_len: 
     With `enable_thinking_budget`, the reasoning config names our `<think>`/`</think>` strings so that
     `SamplingParams.thinking_token_budget` can force the end of thinking.
     """
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(kv_cache_gib))))
     from vllm import LLM
     from vllm.config import ReasoningConfig
 
@@ -34,10 +32,13 @@ def make_vllm_engine(model_path: str, *, dtype: str = "float32", max_model_len: 
     if not torch.cuda.is_available():
         # vLLM 0.32's CPU runner crashes on a seeded request whose prefill is split ("CPU Generator does not use
         # offset"), and sampled evaluation (mean@k, pass@k) seeds every request: no chunked prefill on CPU
-        kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(8192, max_model_len))
+        kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(8192, max_model_len),
+                      kv_cache_memory_bytes=int(kv_cache_gib * 2**30))
+    from core.device import resolve_dtype
+
     return LLM(
         model=model_path,
-        dtype=dtype,
+        dtype=resolve_dtype(dtype, "cuda" if torch.cuda.is_available() else "cpu"),
         max_model_len=max_model_len,
         seed=seed,
         enforce_eager=not torch.cuda.is_available(),

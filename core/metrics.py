@@ -2,6 +2,10 @@
 
     with MetricsLogger(run_dir, stage="pretrain", total_steps=600) as log:
         log.log(step, {"loss": 2.3, "lr": 1e-3}, tokens=4096)
+
+A resumed run logs again the steps after its checkpoint that the interrupted run had already logged: the first
+`log(step)` drops this stage's rows with that step or later from `metrics.jsonl`, so every step has one row (the
+one the run's history kept), and the rows before it are kept in `history` for the curves.
 """
 
 from __future__ import annotations
@@ -31,8 +35,37 @@ class MetricsLogger:
         self.start = time.perf_counter()
         self.tokens = 0
         self.history: dict[str, list[tuple[int, float]]] = {}
+        self.trimmed = False
+
+    def _drop_from(self, step: int) -> None:
+        """Drop this stage's rows at `step` or later (logged by a run this one resumes); keep the rest in history."""
+        path = self.run_dir / "metrics.jsonl"
+        self.jsonl.flush()
+        lines = path.read_text().splitlines()
+        kept = []
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a killed run
+                continue
+            if row.get("stage") == self.stage and isinstance(row.get("step"), int) and row["step"] >= step:
+                continue
+            kept.append(line)
+            if row.get("stage") == self.stage:
+                for key, value in row.items():
+                    if key not in ("stage", "step", "elapsed_s") and isinstance(value, (int, float)):
+                        self.history.setdefault(key, []).append((row["step"], float(value)))
+        if len(kept) != len(lines):
+            self.jsonl.close()
+            tmp = path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(k + "\n" for k in kept))
+            tmp.replace(path)
+            self.jsonl = open(path, "a")
 
     def log(self, step: int, metrics: dict[str, float], *, tokens: int = 0) -> None:
+        if not self.trimmed:
+            self._drop_from(step)
+            self.trimmed = True
         self.tokens += tokens
         elapsed = time.perf_counter() - self.start
         metrics = {**metrics, "tokens_per_s": self.tokens / max(elapsed, 1e-9)}

@@ -9,7 +9,7 @@
     mixrl quickstart [--recipe R] [section.key=value]  data -> pretrain -> SFT -> eval on the tiny default
     mixrl train RECIPE [section.key=value ...]         GRPO with vLLM rollouts and weight sync (grpo_*.yaml)
     mixrl plot RUN_DIR [--keys k1,k2]                  PNG curves from a run's metrics.jsonl
-    mixrl serve-rewards [--host H] [--port P] [--config rewards.yaml]   OpenRLHF-style /get_reward endpoint
+    mixrl serve-rewards [--host H] [--port P] [--config rewards.yaml] [--token T]   OpenRLHF-style /get_reward endpoint
     mixrl serve-sandbox [--host H] [--port P] [--token T]               SandboxFusion-compatible code sandbox
     mixrl serve-rm MODEL_DIR [--model-name N] [--registry R]            reward model as a gRPC service
     mixrl train-rm --out DIR [--steps S]                                tiny reward model on synthetic preference pairs
@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from core.config import ConfigError, load_config
+from core.run_dir import RunDirBusyError
 
 
 def recipe_schema(path) -> type:
@@ -155,14 +157,25 @@ def _cmd_serve_rewards(args) -> int:
         config = reward_config_from_dict(raw)
     except KeyError as exc:
         raise ConfigError(f"{args.config}: {exc.args[0]}") from None
-    serve_rewards(args.host, args.port, config, default_data_source=args.default_data_source)
+    try:
+        serve_rewards(args.host, args.port, config, default_data_source=args.default_data_source, token=args.token,
+                      insecure_no_token=args.insecure_no_token, max_query_chars=args.max_query_chars,
+                      ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
+    except ValueError as exc:  # a non-loopback host without a token
+        print(f"mixrl serve-rewards: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
 def _cmd_serve_sandbox(args) -> int:
     from sandbox.service import serve
 
-    serve(args.host, args.port, token=args.token, max_concurrency=args.max_concurrency, max_pending=args.max_pending)
+    try:
+        serve(args.host, args.port, token=args.token, max_concurrency=args.max_concurrency,
+              max_pending=args.max_pending, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
+    except ValueError as exc:  # a non-loopback host without a token
+        print(f"mixrl serve-sandbox: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -267,12 +280,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--config", default=None, help="YAML: a recipe with a rewards: section, or the section itself")
     p.add_argument("--default-data-source", default="mixrl/synthetic_math", help="route for requests without data_sources")
+    p.add_argument("--token", default=os.environ.get("MIXRL_REWARDS_TOKEN") or None,
+                   help="bearer token clients must send (default: $MIXRL_REWARDS_TOKEN); required off loopback")
+    p.add_argument("--insecure-no-token", action="store_true", help="allow a non-loopback --host without a token")
+    p.add_argument("--max-query-chars", type=int, default=256 * 1024, help="longest query scored (400 beyond)")
+    p.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this PEM certificate (chain)")
+    p.add_argument("--ssl-keyfile", default=None, help="the private key of --ssl-certfile (PEM)")
     p.set_defaults(func=_cmd_serve_rewards)
 
     p = sub.add_parser("serve-sandbox", help="isolated code execution service (SandboxFusion-compatible /run_code, /run_tests)")
     p.add_argument("--host", default="127.0.0.1", help="a non-loopback address requires --token")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--token", default=None, help="bearer token clients must send")
+    p.add_argument("--token", default=os.environ.get("MIXRL_SANDBOX_TOKEN") or None,
+                   help="bearer token clients must send (default: $MIXRL_SANDBOX_TOKEN)")
+    p.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this PEM certificate (chain)")
+    p.add_argument("--ssl-keyfile", default=None, help="the private key of --ssl-certfile (PEM)")
     p.add_argument("--max-concurrency", type=int, default=2, help="sandboxed runs at once")
     p.add_argument("--max-pending", type=int, default=None, help="queued requests before answering 429")
     p.set_defaults(func=_cmd_serve_sandbox)
@@ -327,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except PlacementError as exc:
         print(f"mixrl {args.command}: placement error: {exc}", file=sys.stderr)
+        return 2
+    except RunDirBusyError as exc:
+        print(f"mixrl {args.command}: {exc}", file=sys.stderr)
         return 2
 
 

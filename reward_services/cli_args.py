@@ -22,7 +22,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-wait-ms", type=float, default=5.0)
     p.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024)
     p.add_argument("--max-length", type=int, default=None, help="tokens per sample (default: the model's)")
-    p.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port (0: any free)")
+    p.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port (0: any free); "
+                                                                   "with a token it needs the token too")
+    p.add_argument("--tls-certfile", default=None, help="serve gRPC over TLS with this PEM certificate (chain)")
+    p.add_argument("--tls-keyfile", default=None, help="the private key of --tls-certfile (PEM)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model scores (auto: CUDA when visible)")
     p.add_argument("--ready-file", default=None, help="write {address, metrics_port, digest} here once serving")

@@ -28,6 +28,9 @@ Policy (what each part protects against):
 - **registry outages**: the last list the registry returned stays in force.
 - **protocol errors**: a response whose ids do not match the request's is rejected (`ProtocolError`), never
   zipped onto the wrong samples.
+- **credentials**: ``token`` travels as ``authorization: Bearer`` metadata on every RPC (GetModelInfo too);
+  ``tls=True`` (with ``tls_ca_file`` for a private CA or self-signed certificate, ``tls_server_name`` when the
+  registry's addresses are not the certificate's names) talks TLS to every instance.
 
 Failed items come back with an error, never a made-up score; `RewardModelServiceClient` turns them into None so
 the reward router masks those samples.
@@ -42,6 +45,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -152,9 +156,17 @@ class RewardServiceClient:
 
     def __init__(self, model: str, *, registry: Registry | None = None, addresses: Sequence[str] = (),
                  token: str | None = None, config: ClientConfig | None = None,
-                 model_digest: str | None = None, seed: int | None = None) -> None:
+                 model_digest: str | None = None, seed: int | None = None, tls: bool = False,
+                 tls_ca_file: str | None = None, tls_server_name: str | None = None) -> None:
         if registry is None and not addresses:
             raise ValueError("give a registry or static addresses")
+        self._credentials = None
+        self._channel_options: list[tuple[str, object]] = [("grpc.enable_retries", 0)]
+        if tls or tls_ca_file:
+            ca = Path(tls_ca_file).read_bytes() if tls_ca_file else None  # None: the system's roots
+            self._credentials = grpc.ssl_channel_credentials(root_certificates=ca)
+            if tls_server_name:
+                self._channel_options.append(("grpc.ssl_target_name_override", tls_server_name))
         self.model, self.registry, self.cfg = model, registry, config or ClientConfig()
         self.pinned_digest = model_digest
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
@@ -193,7 +205,9 @@ class RewardServiceClient:
                 keys.add(inst.key)
                 ep = self._endpoints.get(inst.key)
                 if ep is None:
-                    channel = grpc.insecure_channel(inst.address, options=[("grpc.enable_retries", 0)])
+                    channel = (grpc.secure_channel(inst.address, self._credentials, options=self._channel_options)
+                               if self._credentials is not None
+                               else grpc.insecure_channel(inst.address, options=self._channel_options))
                     self._endpoints[inst.key] = _Endpoint(inst, channel, pb_grpc.RewardServiceStub(channel),
                                                           health_pb2_grpc.HealthStub(channel),
                                                           digest=inst.model_digest)
@@ -554,8 +568,10 @@ class RewardModelServiceClient:
     (the router masks the batch). Never 0."""
 
     def __init__(self, registry: Registry, *, token: str | None = None, config: ClientConfig | None = None,
-                 digests: Mapping[str, str] | None = None) -> None:
+                 digests: Mapping[str, str] | None = None, tls: bool = False, tls_ca_file: str | None = None,
+                 tls_server_name: str | None = None) -> None:
         self.registry, self.token, self.config = registry, token, config
+        self.tls = {"tls": tls, "tls_ca_file": tls_ca_file, "tls_server_name": tls_server_name}
         self.digests = dict(digests or {})
         self._clients: dict[str, RewardServiceClient] = {}
         self._lock = threading.Lock()
@@ -571,7 +587,8 @@ class RewardModelServiceClient:
         with self._lock:
             if model not in self._clients:
                 self._clients[model] = RewardServiceClient(model, registry=self.registry, token=self.token,
-                                                           config=self.config, model_digest=self.digests.get(model))
+                                                           config=self.config, model_digest=self.digests.get(model),
+                                                           **self.tls)
             return self._clients[model]
 
     def score(self, requests) -> list[float | None]:

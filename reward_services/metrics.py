@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import bisect
+import hmac
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -80,13 +81,20 @@ class ServerMetrics:
         return "\n".join(lines) + "\n"
 
 
-def serve_metrics(metrics: ServerMetrics, host: str, port: int) -> ThreadingHTTPServer:
-    """Start the /metrics endpoint in a daemon thread; ``server.server_address[1]`` is the bound port."""
+def serve_metrics(metrics: ServerMetrics, host: str, port: int, token: str | None = None) -> ThreadingHTTPServer:
+    """Start the /metrics endpoint in a daemon thread; ``server.server_address[1]`` is the bound port. With a
+    token, a scrape needs ``Authorization: Bearer <token>`` (the gRPC port's token; Prometheus: ``authorization``)."""
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = 10  # seconds a connection may stay silent (a slow client cannot hold a thread forever)
+
         def do_GET(self):  # noqa: N802 - http.server's name
             if self.path.split("?")[0] != "/metrics":
                 self.send_error(404)
+                return
+            if token and not hmac.compare_digest((self.headers.get("Authorization") or "").encode(),
+                                                 f"Bearer {token}".encode()):
+                self.send_error(401, "missing or wrong token (Authorization: Bearer <token>)")
                 return
             body = metrics.render().encode()
             self.send_response(200)

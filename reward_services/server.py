@@ -15,12 +15,15 @@ What it protects against:
   *request* (no samples, duplicate ids) is INVALID_ARGUMENT and leaves the server healthy;
 - oversized messages: gRPC's receive limit (``max_message_bytes``) answers RESOURCE_EXHAUSTED before parsing;
 - mixing reward functions: a request pinning another ``model_digest`` fails with FAILED_PRECONDITION;
-- unauthenticated use: with a token, every RPC but health checks needs ``authorization: Bearer <token>``; the
-  server refuses to bind a non-loopback address without one;
+- unauthenticated use: with a token, every RPC but health checks needs ``authorization: Bearer <token>``, and
+  so does the Prometheus ``/metrics`` endpoint; the server refuses to bind a non-loopback address without one;
+- eavesdropping and tampering on the wire: ``--tls-certfile``/``--tls-keyfile`` serve TLS (clients:
+  `RewardServiceClient(tls=True, tls_ca_file=...)`); without them the port is plaintext gRPC;
 - lost work on shutdown: SIGTERM drains — deregister, health NOT_SERVING, new work UNAVAILABLE, queued and
   in-flight work finishes, then the port closes.
 
-Not covered: TLS (terminate it in front, e.g. a mesh sidecar), per-tenant quotas.
+Not covered: client certificates (mutual TLS: terminate it in front, e.g. a mesh sidecar), TLS on the
+``/metrics`` port (plain HTTP, token-protected), per-tenant quotas.
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ class ServerConfig:
     max_workers: int = 16
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
     drain_timeout_s: float = 30.0
+    tls_certfile: str | None = None  # PEM certificate (chain) and its key: serve TLS instead of plaintext
+    tls_keyfile: str | None = None
 
 
 @dataclass
@@ -326,6 +331,8 @@ class RewardServer:
     def __init__(self, scorer, cfg: ServerConfig, *, registry=None, registry_ttl_s: float = 5.0) -> None:
         if cfg.host not in LOOPBACK_HOSTS and not cfg.token:
             raise ValueError(f"refusing to bind non-loopback address {cfg.host!r} without a bearer token (--token)")
+        if bool(cfg.tls_certfile) != bool(cfg.tls_keyfile):
+            raise ValueError("TLS needs both --tls-certfile and --tls-keyfile")
         self.cfg = cfg
         self.metrics = ServerMetrics()
         self.servicer = RewardServicer(scorer, cfg, self.metrics)
@@ -352,14 +359,20 @@ class RewardServer:
         names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self.server)
         host = f"[{self.cfg.host.strip('[]')}]" if ":" in self.cfg.host else self.cfg.host
-        self.port = self.server.add_insecure_port(f"{host}:{self.cfg.port}")
+        if self.cfg.tls_certfile:
+            with open(self.cfg.tls_keyfile, "rb") as k, open(self.cfg.tls_certfile, "rb") as c:
+                credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
+            self.port = self.server.add_secure_port(f"{host}:{self.cfg.port}", credentials)
+        else:
+            self.port = self.server.add_insecure_port(f"{host}:{self.cfg.port}")
         if not self.port:
             raise OSError(f"could not bind {self.cfg.host}:{self.cfg.port}")
         self.server.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.cfg.metrics_port is not None:
-            self.metrics_server = serve_metrics(self.metrics, self.cfg.host.strip("[]"), self.cfg.metrics_port)
+            self.metrics_server = serve_metrics(self.metrics, self.cfg.host.strip("[]"), self.cfg.metrics_port,
+                                                token=self.cfg.token)
         self.instance = Instance(self.cfg.model_name, f"{self.cfg.host}:{self.port}", self.servicer.scorer.digest,
                                  f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
         if self.registry is not None:
@@ -408,7 +421,8 @@ def run_server(args: argparse.Namespace) -> int:
     cfg = ServerConfig(model_name=args.model_name, host=args.host, port=args.port, token=args.token,
                        max_batch_items=args.max_batch_items, max_batch_tokens=args.max_batch_tokens,
                        max_queue_items=args.max_queue_items, batch_wait_s=args.batch_wait_ms / 1000,
-                       max_message_bytes=args.max_message_bytes, metrics_port=args.metrics_port)
+                       max_message_bytes=args.max_message_bytes, metrics_port=args.metrics_port,
+                       tls_certfile=args.tls_certfile, tls_keyfile=args.tls_keyfile)
     if cfg.host not in LOOPBACK_HOSTS and not cfg.token:  # fail before loading the model
         print(f"mixrl serve-rm: refusing to bind {cfg.host} without --token", file=sys.stderr)
         return 2

@@ -14,8 +14,9 @@ TRL::
 
 OpenRLHF (``--remote_rm_url http://HOST:PORT/get_reward``)::
 
-    mixrl serve-rewards --host 0.0.0.0 --port 5000      # wired by the CLI to `serve_rewards`
+    mixrl serve-rewards --port 5000                     # loopback; wired by the CLI to `serve_rewards`
     curl -s localhost:5000/get_reward -d '{"query": ["Q A \\boxed{2}"], "prompts": ["Q "], "labels": ["2"]}'
+    MIXRL_REWARDS_TOKEN=... mixrl serve-rewards --host 0.0.0.0    # off loopback a token is required
 
 What each framework cannot express, named: verl's per-sample ``compute_score`` sees no group, so it adds no
 group-overlong length term, and it cannot mask, so an uncomputable reward comes back as ``score = NaN`` (loud in
@@ -29,8 +30,6 @@ import json
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from rewards.config import RewardConfig, UnknownRouteError
@@ -187,12 +186,23 @@ class _BadRequest(ValueError):
     pass
 
 
-def _openrlhf_samples(body: Any, default_data_source: str) -> tuple[list[Sample], int]:
+REWARDS_TOKEN_ENV = "MIXRL_REWARDS_TOKEN"
+MAX_BODY_BYTES = 8 << 20
+# The repetition detector costs ~115 MB of memory per MB of text: one 8 MB response took the server to 1 GB.
+# 256k characters is far past any response a policy is trained to write (~64k tokens).
+MAX_QUERY_CHARS = 256 * 1024
+
+
+def _openrlhf_samples(body: Any, default_data_source: str,
+                      max_query_chars: int = MAX_QUERY_CHARS) -> tuple[list[Sample], int]:
     if not isinstance(body, Mapping):
         raise _BadRequest("body must be a JSON object")
     query = body.get("query")
     if not isinstance(query, list) or not all(isinstance(q, str) for q in query):
         raise _BadRequest("'query' must be a list of strings")
+    for i, q in enumerate(query):
+        if len(q) > max_query_chars:
+            raise _BadRequest(f"'query[{i}]' has {len(q)} characters; this server scores at most {max_query_chars}")
     n = len(query)
     prompts = body.get("prompts") or [""] * n
     labels = body.get("labels")
@@ -204,8 +214,8 @@ def _openrlhf_samples(body: Any, default_data_source: str) -> tuple[list[Sample]
     if not isinstance(sources, list) or len(sources) != n:
         raise _BadRequest("'data_sources' must be a list with one entry per query")
     step = body.get("global_step", 0)
-    if not isinstance(step, int):
-        raise _BadRequest("'global_step' must be an integer")
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < 2**53:
+        raise _BadRequest("'global_step' must be an integer in [0, 2**53)")
     samples = []
     for q, p, label, src in zip(query, prompts, labels, sources):
         p = p if isinstance(p, str) else ""
@@ -243,57 +253,54 @@ def make_reward_server(
     *,
     router: RewardRouter | None = None,
     default_data_source: str = "mixrl/synthetic_math",
-) -> ThreadingHTTPServer:
+    token: str | None = None,
+    insecure_no_token: bool = False,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_query_chars: int = MAX_QUERY_CHARS,
+    request_timeout_s: float = 10.0,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+):
     """An OpenRLHF-compatible reward server, bound but not yet serving (call ``serve_forever``; ``port=0`` picks
     a free port, read it from ``server.server_address``). Bad input gets a 400 with a message; the server stays up.
+
+    With ``token``, ``POST /get_reward`` needs ``Authorization: Bearer <token>`` (checked before the body is
+    read; ``GET /health`` is open). A non-loopback ``host`` without a token is refused unless
+    ``insecure_no_token``. Bodies past ``max_body_bytes`` are 413, a query past ``max_query_chars`` is 400 (the
+    HTTP layer's protections: `sandbox.http_server`).
     """
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    from sandbox.http_server import HTTPError, ServiceServer, is_loopback, json_endpoint, json_not_found, json_response
+
+    if not is_loopback(host) and not token and not insecure_no_token:
+        raise ValueError(f"refusing to serve rewards on {host!r} without a token: anyone who can reach it could "
+                         f"load it with work; pass --token (or ${REWARDS_TOKEN_ENV}), or --insecure-no-token")
     the_router = router or RewardRouter(config)
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "mixrl-rewards/0.1"
+    def get_reward(body: dict) -> dict:
+        try:
+            samples, step = _openrlhf_samples(body, default_data_source, max_query_chars)
+            results = the_router.score_batch(samples, global_step=step)
+        except (_BadRequest, UnknownRouteError) as e:
+            raise HTTPError(400, str(e)) from None
+        payload = openrlhf_response(results)
+        payload["extra_logs"] = {
+            k: [None if isinstance(v, float) and math.isnan(v) else v for v in vals]
+            for k, vals in payload["extra_logs"].items()
+        }
+        return payload
 
-        def _send(self, status: int, payload: Mapping[str, Any]) -> None:
-            data = json.dumps(payload, allow_nan=False).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    async def health(request):
+        return json_response(200, {"status": "ok"})
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            if self.path == "/health":
-                self._send(HTTPStatus.OK, {"status": "ok"})
-            else:
-                self._send(HTTPStatus.NOT_FOUND, {"error": f"unknown path {self.path}; use POST /get_reward"})
-
-        def do_POST(self) -> None:  # noqa: N802
-            if self.path != "/get_reward":
-                self._send(HTTPStatus.NOT_FOUND, {"error": f"unknown path {self.path}; use POST /get_reward"})
-                return
-            try:
-                length = int(self.headers.get("Content-Length", "0"))
-                body = json.loads(self.rfile.read(length) or b"null")
-                samples, step = _openrlhf_samples(body, default_data_source)
-                results = the_router.score_batch(samples, global_step=step)
-            except (json.JSONDecodeError, _BadRequest, UnknownRouteError) as e:
-                self._send(HTTPStatus.BAD_REQUEST, {"error": str(e)})
-                return
-            except Exception as e:  # noqa: BLE001 - report, stay up
-                self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(e).__name__}: {e}"})
-                return
-            payload = openrlhf_response(results)
-            payload["extra_logs"] = {
-                k: [None if isinstance(v, float) and math.isnan(v) else v for v in vals]
-                for k, vals in payload["extra_logs"].items()
-            }
-            self._send(HTTPStatus.OK, payload)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
-            pass
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
+    endpoint = json_endpoint(get_reward, token=token, max_body_bytes=max_body_bytes)
+    app = Starlette(routes=[Route("/health", health, methods=["GET"]),
+                            Route("/get_reward", endpoint, methods=["POST"])],
+                    exception_handlers=json_not_found("use POST /get_reward"))
+    return ServiceServer(app, host, port, request_timeout_s=request_timeout_s, ssl_certfile=ssl_certfile,
+                         ssl_keyfile=ssl_keyfile)
 
 
 def serve_rewards(
@@ -303,14 +310,17 @@ def serve_rewards(
     *,
     router: RewardRouter | None = None,
     default_data_source: str = "mixrl/synthetic_math",
+    **server_options: Any,
 ) -> None:
     """Serve ``POST /get_reward`` (OpenRLHF) and ``GET /health`` until interrupted. Blocks.
 
-    ``router`` (with sandbox / reward-model clients) takes precedence over ``config``.
-    Run: ``mixrl serve-rewards --host 0.0.0.0 --port 5000``.
+    ``router`` (with sandbox / reward-model clients) takes precedence over ``config``; ``server_options`` are
+    `make_reward_server`'s (``token``, ``insecure_no_token``, ``ssl_certfile``...).
+    Run: ``mixrl serve-rewards --port 5000`` (``--host 0.0.0.0`` needs ``--token`` or $MIXRL_REWARDS_TOKEN).
     """
-    server = make_reward_server(host, port, config, router=router, default_data_source=default_data_source)
-    print(f"mixrl rewards: serving OpenRLHF /get_reward on http://{host}:{server.server_address[1]}", flush=True)
+    server = make_reward_server(host, port, config, router=router, default_data_source=default_data_source,
+                                **server_options)
+    print(f"mixrl rewards: serving OpenRLHF /get_reward on {server.url}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -10,7 +10,10 @@ r"""The reward router: one pipeline per domain, chosen by ``data_source`` (or ``
 4. length terms per group of samples of one prompt (``group_id``): the group-overlong term for correct samples,
    DAPO's soft overlong punishment if enabled — which is why a batch, not a sample, is the unit;
 5. a sample whose base reward could not be computed (no client configured, client failure, verifier timeout,
-   bad ground truth) gets ``reward=None`` and ``error`` set: the trainer masks it. Never 0.
+   bad ground truth, a non-numeric score) gets ``reward=None`` and ``error`` set: the trainer masks it. Never 0.
+6. the final reward is checked once (`_mask_nonfinite`, on both ways out: `score_batch` and `add_length_terms`):
+   a non-finite one (a reward model answering inf or NaN) is masked with ``error`` naming the value and where it
+   came from, so that no inf or NaN reaches the advantages, the loss, or a checkpoint.
 
 Example::
 
@@ -21,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -112,13 +116,15 @@ class RewardRouter:
             results.append(self._rule_reward(sample, domain, self.config.domains[domain], base))
         if length_terms:
             self._add_length_terms(samples, domains, [b.correct for b in bases], results, global_step)
-        return results
+        return [_mask_nonfinite(r) for r in results]
 
     def add_length_terms(self, samples: Sequence[Sample], results: list[RewardResult], global_step: int = 0) -> None:
         """Add the group length terms to results scored with ``length_terms=False`` once a whole group is in (the
         rollout side scores each sample as it finishes; the group-overlong term needs the group). In place."""
         domains = [r.domain or self.config.resolve(s.data_source, s.ability) for s, r in zip(samples, results)]
         self._add_length_terms(samples, domains, [r.details.get("correct") for r in results], results, global_step)
+        for r in results:
+            _mask_nonfinite(r)
 
     # ------------------------------------------------------------------ step 2: base rewards, concurrently
 
@@ -221,11 +227,7 @@ class RewardRouter:
                 raise RuntimeError(f"{len(scores)} scores for {len(requests)} requests")
         except Exception as e:  # noqa: BLE001 - the whole batch is masked
             return [_Base(None, None, error=f"reward model {model!r} failed: {type(e).__name__}: {e}") for _ in samples]
-        return [
-            _Base(float(x), None, {"rm_score": float(x)}) if x is not None
-            else _Base(None, None, error=f"reward model {model!r} returned no score")
-            for x in scores
-        ]
+        return [_rm_base(x, model) for x in scores]
 
     # ------------------------------------------------------------------ step 3: rule reward
 
@@ -274,6 +276,37 @@ class RewardRouter:
                         term = lcfg.dapo_factor * dapo_overlong_penalty(n, lcfg.dapo_max_tokens, lcfg.dapo_cache_tokens)
                         results[i].components["overlong"] = term
                         results[i].reward += term
+
+
+def _rm_base(score: Any, model: str) -> _Base:
+    """One reward model's answer as a base reward; a missing or non-numeric answer is masked (a non-finite one
+    is masked by `_mask_nonfinite` once the reward is composed)."""
+    if score is None:
+        return _Base(None, None, error=f"reward model {model!r} returned no score")
+    try:
+        if isinstance(score, (str, bytes)):
+            raise TypeError("text")
+        value = float(score)
+    except (TypeError, ValueError):
+        return _Base(None, None, details={"rm_model": model}, error=f"reward model {model!r} returned a non-numeric score {score!r}")
+    return _Base(value, None, {"rm_score": value}, {"rm_model": model})
+
+
+def _mask_nonfinite(result: RewardResult) -> RewardResult:
+    """Mask (reward None, error set) a result whose final reward is inf or NaN, naming the value and its origin.
+
+    >>> r = _mask_nonfinite(RewardResult(float("inf"), {"rm_score": float("inf")}, {"rm_model": "chat-rm"}))
+    >>> r.reward, r.error
+    (None, "non-finite reward inf from reward model 'chat-rm' (components: rm_score=inf)")
+    """
+    if result.reward is None or math.isfinite(result.reward):
+        return result
+    value = result.reward
+    bad = ", ".join(f"{k}={v}" for k, v in result.components.items() if not math.isfinite(v)) or "none non-finite"
+    origin = f"reward model {result.details['rm_model']!r}" if "rm_model" in result.details else f"domain {result.domain!r}"
+    result.reward = None
+    result.error = f"non-finite reward {value} from {origin} (components: {bad})"
+    return result
 
 
 def _length(sample: Sample) -> int:

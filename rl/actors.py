@@ -53,9 +53,16 @@ def build_reward_router(cfg: GRPOConfig) -> RewardRouter:
     if cfg.reward_model_registry:
         from reward_services.client import RewardModelServiceClient
 
-        rm_client = RewardModelServiceClient.from_registry(cfg.reward_model_registry)
-    return RewardRouter(reward_config_from_dict(cfg.rewards), code_client=make_code_client(sandbox_url=cfg.sandbox_url or None),
-                        rm_client=rm_client)
+        rm_client = RewardModelServiceClient.from_registry(
+            cfg.reward_model_registry, token=_secret_from_env(cfg.reward_model_token_env),
+            tls_ca_file=cfg.reward_model_tls_ca_file or None)
+    code_client = make_code_client(sandbox_url=cfg.sandbox_url or None, token=_secret_from_env(cfg.sandbox_token_env))
+    return RewardRouter(reward_config_from_dict(cfg.rewards), code_client=code_client, rm_client=rm_client)
+
+
+def _secret_from_env(name: str) -> str | None:
+    """The token in environment variable ``name`` (recipes name the variable, not the secret); None if unset."""
+    return (os.environ.get(name) or None) if name else None
 
 
 def parse_cores(spec: str) -> list[int]:
@@ -79,6 +86,7 @@ class RolloutActor:
 
         r = rollout_cfg
         self.engine = RolloutEngine(model_path, dtype=r.dtype, max_model_len=r.max_model_len, seed=seed, kv_cache_gib=r.kv_cache_gib,
+                                    max_num_seqs=r.max_num_seqs,
                                     weight_transfer_backend=r.weight_transfer_backend, worker_extension_cls=WORKER_EXTENSION,
                                     cpu_bind=r.cpu_bind, tensor_parallel_size=r.tensor_parallel_size,
                                     gpu_memory_utilization=r.gpu_memory_utilization, enforce_eager=r.enforce_eager,
@@ -88,6 +96,11 @@ class RolloutActor:
 
     async def start(self) -> None:
         await self.engine.start()
+
+    async def engine_dtype(self) -> str:
+        """The engine's precision once started ("auto" resolved on the engine's own hardware): the wire dtype of
+        weight transfers to it."""
+        return self.engine.dtype
 
     async def generate(self, prompt_ids: list[list[int]], settings: SamplingSettings) -> list[list[RolloutSample]]:
         return await self.engine.generate(prompt_ids, settings)
@@ -138,6 +151,18 @@ class RolloutActor:
         """The actor's process id (diagnostics: tests check that a crashed engine was replaced)."""
         return os.getpid()
 
+    async def diagnostic_kill_engine_core(self) -> int:
+        """SIGKILL vLLM's engine-core process under this actor (fault-injection tests); returns its pid."""
+        import signal
+
+        import psutil
+
+        cores = [c for c in psutil.Process().children(recursive=True) if "EngineCore" in " ".join([c.name()] + c.cmdline())]
+        if not cores:
+            raise RuntimeError("no vLLM engine-core process under this actor")
+        os.kill(cores[0].pid, signal.SIGKILL)
+        return cores[0].pid
+
     async def shutdown(self) -> None:
         if self.router is not None:
             self.router.close()
@@ -149,15 +174,28 @@ class TrainerActor:
     per engine, on rank 0). `rl.trainer_group.TrainerGroup` creates N of them and drives them as one."""
 
     def __init__(self, model_path: str, trainer_cfg, algo_cfg, total_steps: int, seed: int, cpu_bind: str = "",
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, keep_published: bool = False):
+        import ray
+
+        from core.device import worker_threads
+
+        bound = 0
         if cpu_bind:  # the training side's share of this node's cores
             cores = parse_cores(cpu_bind)
             os.sched_setaffinity(0, cores)
-            if not trainer_cfg.num_threads:
-                trainer_cfg = dataclasses.replace(trainer_cfg, num_threads=len(cores))
+            bound = len(cores)
+        reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0) if ray.is_initialized() else 0.0
+        threads = worker_threads(trainer_cfg.num_threads, bound_cores=bound, reserved_cpus=reserved, shared_by=world_size)
+        trainer_cfg = dataclasses.replace(trainer_cfg, num_threads=threads)
         self.args = (model_path, trainer_cfg, algo_cfg, total_steps, seed)
         self.rank, self.world_size = rank, world_size
         self.trainer = None
+        # rank 0 keeps the full weights it last sent (on the CPU, in the wire dtype) when an update can be in flight
+        # while an engine restarts (max_staleness >= 1): the replacement gets what the others hold, not weights
+        # half a step newer under an old label
+        self.keep_published = keep_published
+        self.published = None  # rl.weight_sync.PublishedWeights
+        self.synced = False
         self.senders: dict[int, object] = {}
         self.nccl: dict[int, tuple] = {}
 
@@ -195,19 +233,32 @@ class TrainerActor:
         self.senders[engine] = sender
 
     def update_info(self) -> dict:
+        """Names, dtypes and shapes of a sync (parameter metadata only: safe while an update runs)."""
         from rl.weight_sync import weights_update_info
 
         return weights_update_info(self.trainer.policy, self.senders[next(iter(self.senders))].wire_dtype,
                                    self.senders[next(iter(self.senders))].bucket_bytes)
 
-    def send_weights(self, engine: int = 0) -> int:
-        """Rank 0 sends to the engine; the other ranks only take part in gathering each full tensor."""
-        from rl.weight_sync import join_gathers
+    def send_weights(self, engine: int = 0, published: bool = False) -> int:
+        """Rank 0 sends to the engine; the other ranks only take part in gathering each full tensor.
+        `published`: the weights last sent (a restarted engine catching up with the others), not the current ones;
+        without a kept copy (nothing can have changed since: synchronous runs) the current ones."""
+        from rl.weight_sync import PublishedWeights, gather_full_tensors, join_gathers
 
+        from_copy = published and self.keep_published and self.synced
+        self.synced = True
         if self.rank != 0:
-            join_gathers(self.trainer.policy)  # no sender here: only the gathers' collectives
+            if not from_copy:
+                join_gathers(self.trainer.policy)  # no sender here: only the gathers' collectives
             return 0
-        return self.senders[engine].send(self.trainer.policy)
+        sender = self.senders[engine]
+        if from_copy:
+            return sender.send(self.published)
+        if self.keep_published:
+            # a copy: on the CPU the gathered tensors may BE the parameters, which the next update changes in place
+            self.published = PublishedWeights([(n, t.clone()) for n, t in gather_full_tensors(self.trainer.policy, sender.wire_dtype)])
+            return sender.send(self.published)
+        return sender.send(self.trainer.policy)
 
     # weight transfer: NCCL (vLLM's trainer engine, GPUs) -----------------------------------------------------
 
@@ -284,6 +335,14 @@ def ensure_ray(cfg: GRPOConfig) -> None:
         ray.init(address=cfg.ray.address or None, include_dashboard=False, log_to_driver=True, **kwargs)
 
 
+def default_max_num_seqs(cfg: GRPOConfig) -> int:
+    """Sequences an engine runs at once: one step's rollout batch, at least the held-out evaluation's, at most 256
+    (the KV cache is sized by it on CPUs)."""
+    batch = cfg.prompts_per_step * cfg.rollout.samples_per_prompt
+    evaluation = cfg.eval.prompts * max(1, cfg.eval.samples) if cfg.eval.prompts else 0
+    return max(1, min(256, max(batch, evaluation)))
+
+
 def new_rollout_actor(cfg: GRPOConfig, model_path: str, engine: int = 0, group=None):
     """A rollout actor (not yet started) with engine `engine`'s share of the placement (bundle `engine` of the
     rollout side's placement group, when there is one)."""
@@ -291,6 +350,8 @@ def new_rollout_actor(cfg: GRPOConfig, model_path: str, engine: int = 0, group=N
 
     p = cfg.placement
     rollout_cfg = cfg.rollout
+    if not rollout_cfg.max_num_seqs:
+        rollout_cfg = dataclasses.replace(rollout_cfg, max_num_seqs=default_max_num_seqs(cfg))
     if p.rollout_cpu_bind:
         rollout_cfg = dataclasses.replace(rollout_cfg, cpu_bind=p.rollout_cpu_bind[engine % len(p.rollout_cpu_bind)])
     options: dict = {"num_cpus": p.rollout_cpus_per_engine, "num_gpus": p.rollout_gpus_per_engine}

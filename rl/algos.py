@@ -3,6 +3,9 @@
 Nothing here imports the trainer, Ray or an engine; every function takes tensors and numbers (STYLE.md §1).
 Shapes: B = sequences in the batch (prompts × samples), L = response tokens (padded), V = vocabulary.
 `tests/rl/test_algos.py` checks hand-derived values and numerical equivalence with verl's `core_algos`.
+Siblings (same rules): `rl.policy_losses` (GSPO, CISPO, SAPO, ... with one signature), `rl.advantage_estimators`
+(RLOO, REINFORCE++, GDPO, ...), `rl.rollout_correction` (IS weights and rejection masks), `rl.algo_extras`
+(dynamic sampling, forced thinking tokens, mini-batches), `rl.presets` (DAPO, Dr. GRPO, GSPO, CISPO).
 
 Departures from verl, named where they are:
   * `group_advantages` uses the same unbiased std, `eps` placement and group-of-one rule as verl (or, with
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from typing import Callable
 
 import torch
 
@@ -175,20 +179,28 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
               mask: torch.Tensor, *, clip_low: float = 0.2, clip_high: float = 0.2, clip_ratio_c: float | None = 3.0,
               kl_coef: float = 0.0, kl_estimator: str = "k3", agg_mode: str = "token-mean",
               horizon: int | None = None, entropy: torch.Tensor | None = None, entropy_coef: float = 0.0,
-              is_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+              is_weights: torch.Tensor | None = None, policy_loss: Callable | None = None,
+              policy_loss_extra: dict | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The GRPO objective: PPO-clip surrogate + kl_coef · KL(π‖π_ref) − entropy_coef · H, each aggregated with
     `agg_mode`. `advantages` is [B] or [B, L]; `is_weights` [B, L] (`truncated_importance_weights`) scale the
-    surrogate per token for samples drawn by an older policy. Returns (loss, metrics)."""
+    surrogate per token for samples drawn by an older policy. `policy_loss`, a `rl.policy_losses.POLICY_LOSSES`
+    entry (with its `policy_loss_extra`), replaces the PPO-clip surrogate; None keeps it. Returns (loss, metrics)."""
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(-1).expand_as(logp)  # [B, L]
-    pg_mat, ind = ppo_clip_token_loss(logp, old_logp, advantages, clip_low=clip_low, clip_high=clip_high, clip_ratio_c=clip_ratio_c)
-    if is_weights is not None:
-        pg_mat = pg_mat * is_weights
-    pg_loss = agg_loss(pg_mat, mask, agg_mode, horizon=horizon)
+    if policy_loss is not None:
+        pg_loss, pg_metrics = policy_loss(logp, old_logp, advantages, mask, agg_mode=agg_mode, horizon=horizon,
+                                          clip_low=clip_low, clip_high=clip_high, clip_ratio_c=clip_ratio_c,
+                                          is_weights=is_weights, extra=policy_loss_extra)
+        metrics = {"pg_loss": float(pg_loss.detach()), **pg_metrics}
+    else:
+        pg_mat, ind = ppo_clip_token_loss(logp, old_logp, advantages, clip_low=clip_low, clip_high=clip_high, clip_ratio_c=clip_ratio_c)
+        if is_weights is not None:
+            pg_mat = pg_mat * is_weights
+        pg_loss = agg_loss(pg_mat, mask, agg_mode, horizon=horizon)
+        metrics = {"pg_loss": float(pg_loss.detach()), "clip_fraction": float(masked_mean(ind["clipped"], mask)),
+                   "clip_fraction_lower": float(masked_mean(ind["clipped_lower"], mask)),
+                   "ppo_kl": float(masked_mean(-ind["neg_kl"], mask))}
     loss = pg_loss
-    metrics = {"pg_loss": float(pg_loss.detach()), "clip_fraction": float(masked_mean(ind["clipped"], mask)),
-               "clip_fraction_lower": float(masked_mean(ind["clipped_lower"], mask)),
-               "ppo_kl": float(masked_mean(-ind["neg_kl"], mask))}
     if ref_logp is not None:
         kl_mat = kl_estimate(logp, ref_logp, kl_estimator)  # [B, L]
         kl = agg_loss(kl_mat, mask, agg_mode, horizon=horizon)

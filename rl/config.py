@@ -8,6 +8,7 @@ reward router (`rewards:` is the router's own config mapping), and makes one opt
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,9 +34,14 @@ class RolloutConfig(SamplingConfig):
     """The vLLM rollout engines: the sampling fields of `core.engine.SamplingConfig` (samples_per_prompt,
     max_response_tokens, temperature, top_p, top_k, thinking_token_budget, ignore_eos), then the engine's own."""
 
-    dtype: Dtype = "float32"
+    dtype: Dtype = "auto"  # auto = bf16 on GPUs and on CPUs whose bf16 GEMMs measure faster, else fp32
     max_model_len: int = 512
-    kv_cache_gib: float = 1.0  # vLLM-CPU's KV cache (VLLM_CPU_KVCACHE_SPACE); on GPUs gpu_memory_utilization sizes it
+    # sequences per engine step; 0 = one step's rollout batch (prompts_per_step x samples_per_prompt), at least
+    # the held-out evaluation's, at most 256
+    max_num_seqs: int = 0
+    # vLLM-CPU's KV cache in GiB; 0 = sized for max_num_seqs x max_model_len tokens of this model
+    # (`core.engine.kv_cache_bytes`). On GPUs gpu_memory_utilization sizes it.
+    kv_cache_gib: float = 0.0
     tensor_parallel_size: int = 1  # GPUs per engine (placement.rollout_gpus_per_engine must match)
     gpu_memory_utilization: float = 0.9  # GPU engines: the share of GPU memory vLLM takes (weights + KV cache)
     enforce_eager: bool | None = None  # None = eager on CPU only (CUDA graphs on GPU)
@@ -59,15 +65,50 @@ class AlgoConfig:
     kl_estimator: Literal["k1", "k2", "k3", "k1+", "k3+"] = "k3"
     loss_agg_mode: Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
     entropy_coef: float = 0.0  # the report found no gain from an entropy bonus
-    # "recompute": the trainer recomputes the behaviour policy's logprobs with its own weights before updating
-    # (exact ratio 1 on the first update; vLLM's sampler logprobs differ from the trainer's by kernels and
-    # dtype). "rollout": use vLLM's logprobs directly (saves a forward pass; the mismatch enters the ratio).
-    behaviour_logprobs: Literal["recompute", "rollout"] = "recompute"
+    # The PPO ratio's denominator (the proximal policy's logprobs). "recompute": a no-grad forward pass of the
+    # trainer's weights before updating. "auto": the same numbers without that pass when it is redundant — with
+    # one optimizer step per batch the weights of the training forward ARE the proximal policy, so its own
+    # detached logprobs are used (recompute otherwise). "rollout": vLLM's sampling logprobs directly (the
+    # trainer–engine kernel/dtype mismatch enters the ratio; no importance correction).
+    behaviour_logprobs: Literal["auto", "recompute", "rollout"] = "auto"
     # Samples drawn by an older policy (max_staleness >= 1): "tis" weights each token's surrogate by
     # min(π_prox / π_behav, tis_cap) — π_prox the recomputed logprobs of the trainer's current weights, π_behav
     # vLLM's sampling logprobs (decoupled PPO / verl's truncated importance sampling); "none" ignores the gap.
     off_policy_correction: Literal["tis", "none"] = "tis"
     tis_cap: float = 2.0
+    # Issue 16 (the math is in place; wiring into the step/trainer is pending, so today these change nothing).
+    # Named overlay of the keys below and above (`rl.presets.PRESETS`: dapo, dr_grpo, gspo, cispo); keys the
+    # recipe sets itself win. "" = none.
+    preset: str = ""
+    # The per-token objective (`rl.policy_losses.POLICY_LOSSES`); "vanilla" = PPO-clip with dual clip, as today.
+    policy_loss: Literal["vanilla", "gspo", "sapo", "gpg", "cispo", "geo_mean", "clip_cov", "kl_cov", "dppo_tv",
+                         "dppo_kl", "dro"] = "vanilla"
+    # Knobs of the chosen policy loss (`rl.policy_losses.EXTRA_KEYS`: tau_pos, tau_neg, clip_cov_ratio, ...);
+    # {} = verl's defaults.
+    policy_loss_extra: dict[str, float] = field(default_factory=dict)
+    # Outcome advantages (`rl.advantage_estimators.ADVANTAGE_ESTIMATORS`); "grpo" = group mean/std, as today.
+    # Dr. GRPO pairs "dr_grpo" with loss_agg_mode "seq-mean-token-sum-norm"; "gdpo" normalises each reward component.
+    adv_estimator: Literal["grpo", "dr_grpo", "rloo", "reinforce_plus_plus_baseline", "reinforce_plus_plus",
+                           "grpo_passk", "gdpo", "opo", "gpg"] = "grpo"
+    # Train–inference mismatch correction (`rl.rollout_correction.ROLLOUT_CORRECTIONS`): importance weights and/or
+    # rejection masks from π_prox / π_behav. "token_tis" with cap `tis_cap` is today's `off_policy_correction: tis`
+    # (this key supersedes that one once wired; "none" = `off_policy_correction: none`).
+    rollout_correction: Literal["none", "token_tis", "seq_tis", "token_icepop", "seq_mis", "token_k1_rs", "geo_rs",
+                                "geo_rs_token_tis", "geo_rs_seq_tis", "k3_rs", "k3_rs_token_tis",
+                                "k3_rs_seq_tis"] = "token_tis"
+    # The rejection bound of the chosen correction: [] = the preset's default, [upper] or [lower, upper] (ratio
+    # bounds of the k1 / geometric-mean options; an upper bound on the divergence for the k3 ones).
+    rollout_rs_threshold: list[float] = field(default_factory=list)
+    # DAPO's dynamic sampling: drop groups whose rewards are all equal (no signal: `rl.algo_extras.informative_groups`)
+    # and draw more prompts, at most `dynamic_sampling_max_rounds` generation rounds per step.
+    dynamic_sampling: bool = False
+    dynamic_sampling_max_rounds: int = 2
+    # PPO mini-batches: each update (trainer.updates_per_step) splits the batch into this many optimizer steps
+    # (`rl.algo_extras.minibatch_slices`); 1 = one step over the whole batch, as today.
+    mini_batches_per_update: int = 1
+    # Leave out of the loss the closing tokens vLLM forced when rollout.thinking_token_budget ran out (the policy did
+    # not choose them: `rl.algo_extras.forced_think_mask`); no effect without a thinking budget.
+    mask_forced_think_tokens: bool = True
 
 
 @dataclass
@@ -77,12 +118,17 @@ class GRPOTrainerConfig:
     micro_batch_sequences: int = 32  # sequences per forward/backward; gradients accumulate over the step
     updates_per_step: int = 1  # optimizer steps per rollout batch (PPO epochs over mini-batches)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when the worker sees a GPU
-    dtype: Dtype = "float32"  # bfloat16 = autocast for forward/backward on the device; master weights stay fp32
+    # bfloat16 = autocast for forward/backward on the device (master weights stay fp32); auto = bf16 on GPUs and on
+    # CPUs whose bf16 GEMMs measure faster than fp32 (`core.device.resolve_dtype`), else fp32
+    dtype: Dtype = "auto"
     gradient_checkpointing: bool = False  # recompute activations in backward (GPU memory for long sequences)
     reference_offload: bool = False  # the frozen reference waits on the CPU between uses (GPU memory)
     fsdp: bool = False  # shard with FSDP2 even with one worker (more than one worker always shards)
-    num_threads: int = 0  # torch intra-op threads of the trainer actor; 0 = torch's default
+    # torch intra-op threads of each trainer worker; 0 = its bound cores, else its Ray CPUs, else every core of the
+    # node shared by the workers there (`core.device.worker_threads`: Ray alone would leave it one thread)
+    num_threads: int = 0
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr_peak=2e-5, lr_min_ratio=1.0, lr_warmup_steps=0, weight_decay=0.0))
+    max_nonfinite_steps: int = 3  # an inf/NaN loss or grad norm skips the update; this many in a row stop the run
 
 
 @dataclass
@@ -117,6 +163,9 @@ class PlacementConfig:
     trainer_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"  # trainer ranks over nodes
     trainer_resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per trainer worker
     trainer_cpu_bind: str = ""  # cores each trainer worker's threads are pinned to ("1", "4-7"); "" = all
+    # after this many steps, log the split of the node's CPU cores between the sides that balances the measured
+    # phases (`rl.placement.recommend_split`); 0 = never. CPU runs on one node only.
+    balance_after_steps: int = 3
 
 
 @dataclass
@@ -161,6 +210,11 @@ class GRPOConfig:
     rewards: dict[str, Any] = field(default_factory=dict)  # the reward router's config (rewards.reward_config_from_dict)
     sandbox_url: str = ""  # code rewards: a `mixrl serve-sandbox` URL, or "" for a local sandbox pool
     reward_model_registry: str = ""  # chat rewards: "local:DIR", "etcd://H:P" or "k8s://NS" where RM services register
+    # Credentials of those services: the recipe names the environment variable, never the secret itself
+    # (an unset or empty variable sends no token).
+    sandbox_token_env: str = "MIXRL_SANDBOX_TOKEN"
+    reward_model_token_env: str = "MIXRL_RM_TOKEN"
+    reward_model_tls_ca_file: str = ""  # PEM CA/certificate of RM services that serve TLS ("" = plaintext gRPC)
     eval: GRPOEvalConfig = field(default_factory=GRPOEvalConfig)
     checkpoint_every_steps: int = 0  # a training-state checkpoint every N steps and at the end; 0 = only at the end
     keep_checkpoints: int = 2
@@ -173,6 +227,7 @@ def check_config(cfg: GRPOConfig) -> None:
     can hold is checked once Ray is up (`rl.trainer_group.check_ray_placement`)."""
     from core.config import ConfigError
 
+    check_ranges(cfg)
     p, r = cfg.placement, cfg.rollout
     if cfg.max_staleness < 0:
         raise ConfigError(f"max_staleness must be >= 0, got {cfg.max_staleness}")
@@ -188,3 +243,66 @@ def check_config(cfg: GRPOConfig) -> None:
     if r.tensor_parallel_size > 1 and p.rollout_gpus_per_engine != r.tensor_parallel_size:
         raise ConfigError(f"rollout.tensor_parallel_size {r.tensor_parallel_size} needs placement.rollout_gpus_per_engine = "
                           f"{r.tensor_parallel_size}, got {p.rollout_gpus_per_engine:g}")
+
+
+def check_ranges(cfg: GRPOConfig) -> None:
+    """Every number in range, before anything starts: a `ConfigError` naming the first key out of range (`max_steps=-3`
+    used to exit 0 having done nothing, `samples_per_prompt=0` and `lr_peak=nan` to fail deep in vLLM or torch)."""
+    from core.config import ConfigError
+
+    r, t, o, a, e, s = cfg.rollout, cfg.trainer, cfg.trainer.optim, cfg.algo, cfg.eval, cfg.scheduler
+    # (key, value, test, what the test demands)
+    at_least = lambda n: (lambda v: v >= n, f">= {n}")  # noqa: E731 - a table of one-line rules
+    above = lambda n: (lambda v: math.isfinite(v) and v > n, f"a finite number > {n}")  # noqa: E731
+    within = lambda lo, hi: (lambda v: lo <= v <= hi, f"in [{lo}, {hi}]")  # noqa: E731
+    finite_at_least = lambda n: (lambda v: math.isfinite(v) and v >= n, f"a finite number >= {n}")  # noqa: E731
+    rules = [
+        ("max_steps", cfg.max_steps, *at_least(1)),
+        ("stop_after_steps", cfg.stop_after_steps, *at_least(0)),
+        ("prompts_per_step", cfg.prompts_per_step, *at_least(1)),
+        ("checkpoint_every_steps", cfg.checkpoint_every_steps, *at_least(0)),
+        ("keep_checkpoints", cfg.keep_checkpoints, *at_least(1)),
+        ("log_every_steps", cfg.log_every_steps, *at_least(1)),
+        # a group of one has no relative advantage: GRPO needs two samples of a prompt at least
+        ("rollout.samples_per_prompt", r.samples_per_prompt, *at_least(2)),
+        ("rollout.max_response_tokens", r.max_response_tokens, *at_least(1)),
+        ("rollout.max_model_len", r.max_model_len, *at_least(r.max_response_tokens + 1)),
+        ("rollout.temperature", r.temperature, *above(0)),
+        ("rollout.top_p", r.top_p, lambda v: 0 < v <= 1, "in (0, 1]"),
+        ("rollout.top_k", r.top_k, lambda v: v == -1 or v >= 1, "-1 (off) or >= 1"),
+        ("rollout.thinking_token_budget", r.thinking_token_budget, *at_least(0)),
+        ("rollout.kv_cache_gib", r.kv_cache_gib, *finite_at_least(0)),
+        ("rollout.gpu_memory_utilization", r.gpu_memory_utilization, lambda v: 0 < v <= 1, "in (0, 1]"),
+        ("trainer.micro_batch_sequences", t.micro_batch_sequences, *at_least(1)),
+        ("trainer.updates_per_step", t.updates_per_step, *at_least(1)),
+        ("trainer.max_nonfinite_steps", t.max_nonfinite_steps, *at_least(1)),
+        ("trainer.num_threads", t.num_threads, *at_least(0)),
+        ("trainer.optim.lr_peak", o.lr_peak, *above(0)),
+        ("trainer.optim.lr_min_ratio", o.lr_min_ratio, *within(0, 1)),
+        ("trainer.optim.lr_warmup_steps", o.lr_warmup_steps, *at_least(0)),
+        ("trainer.optim.weight_decay", o.weight_decay, *finite_at_least(0)),
+        ("trainer.optim.adam_beta1", o.adam_beta1, lambda v: 0 <= v < 1, "in [0, 1)"),
+        ("trainer.optim.adam_beta2", o.adam_beta2, lambda v: 0 <= v < 1, "in [0, 1)"),
+        ("trainer.optim.grad_clip_norm", o.grad_clip_norm, *above(0)),
+        ("algo.clip_ratio_low", a.clip_ratio_low, *finite_at_least(0)),
+        ("algo.clip_ratio_high", a.clip_ratio_high, *finite_at_least(0)),
+        ("algo.clip_ratio_c", a.clip_ratio_c, *above(1)),  # the dual-clip bound (verl asserts > 1 too)
+        ("algo.kl_coef", a.kl_coef, *finite_at_least(0)),
+        ("algo.entropy_coef", a.entropy_coef, lambda v: math.isfinite(v), "a finite number"),
+        ("algo.adv_eps", a.adv_eps, *above(0)),
+        ("algo.tis_cap", a.tis_cap, *above(0)),
+        ("scheduler.max_inflight_per_engine", s.max_inflight_per_engine, *at_least(1)),
+        ("scheduler.max_restarts", s.max_restarts, *at_least(0)),
+        ("eval.prompts", e.prompts, *at_least(0)),
+        ("eval.every_steps", e.every_steps, *at_least(0)),
+        ("eval.samples", e.samples, *at_least(1)),
+        ("eval.max_response_tokens", e.max_response_tokens, *at_least(1)),
+        ("eval.temperature", e.temperature, *finite_at_least(0)),
+    ]
+    if not cfg.sources:
+        raise ConfigError("sources: at least one prompt source is needed")
+    for i, src in enumerate(cfg.sources):
+        rules += [(f"sources[{i}].proportion", src.proportion, *above(0)), (f"sources[{i}].max_rows", src.max_rows, *at_least(0))]
+    for key, value, ok, demand in rules:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+            raise ConfigError(f"{key} must be {demand}, got {value!r}")

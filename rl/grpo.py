@@ -41,6 +41,7 @@ on exactly the samples an uninterrupted one would have.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -50,14 +51,16 @@ from pathlib import Path
 
 import torch
 
-from core.chat import require_thinking_switch
 from core.config import write_resolved_config
 from core.metrics import MetricsLogger
+from core.run_dir import hold_run_dir
 from rl import algos
-from rl.actors import build_reward_router, ensure_ray
+from rl.actors import build_reward_router, ensure_ray, parse_cores
 from rl.checkpoint import latest_checkpoint, restore_grpo_checkpoint, save_grpo_checkpoint
-from rl.config import GRPOConfig, check_config
+from rl.config import GRPOConfig
 from rl.heldout import evaluate_heldout
+from rl.preflight import preflight
+from rl.placement import SplitAdvice, recommend_split
 from rl.prompts import load_sources
 from rl.rollout import RolloutBatch, RolloutSide
 from rl.trainer import build_batch
@@ -72,6 +75,8 @@ class StepTimes:
 
     generate_s: float = 0.0  # rollout batches generated during this step (its own, if not ahead, and those ahead)
     overlap_s: float = 0.0  # of which generated while the trainer was updating
+    advantages_s: float = 0.0  # advantages and the padded training batch, on the driver
+    wait_update_s: float = 0.0  # the driver blocked on the trainer after the rollout side's work was done
     sync_s: float = 0.0
     step_s: float = 0.0
 
@@ -103,18 +108,22 @@ def grpo_step(cfg: GRPOConfig, step: int, rollout: RolloutSide, trainer: Trainer
         times.generate_s += ahead[step].time_generate_s
     batch = rollout.enforce_staleness(ahead.pop(step), trainer_version=step, max_staleness=k)
     # 2. advantages
+    t_adv = time.perf_counter()
     advantages, scored = compute_advantages(cfg, batch)
     # 3. update, launched on the trainer ranks ...
     train_batch = build_batch([(s.prompt_ids, s.response_ids, s.response_logprobs) for s in batch.samples],
                               advantages.tolist(), scored, pad_id)
     t_launch = time.perf_counter()
+    times.advantages_s = t_launch - t_adv
     train_ref = trainer.launch_train_step(train_batch)
     # ... while the rollout side generates the batches the staleness bound allows
     for later in range(step + 1, min(stop, step + k + 1)):
         if later not in ahead:
             ahead[later] = rollout.generate(later)
             times.overlap_s += ahead[later].time_generate_s
+    t_wait = time.perf_counter()
     train = trainer.wait(train_ref)
+    times.wait_update_s = time.perf_counter() - t_wait
     times.generate_s += times.overlap_s
     times.overlap_s = min(times.overlap_s, time.perf_counter() - t_launch)  # the part that ran beside the update
     # 4. weight sync: the engines now hold the weights after step+1 updates
@@ -136,17 +145,38 @@ def compute_advantages(cfg: GRPOConfig, batch: RolloutBatch) -> tuple[torch.Tens
     return adv, scored
 
 
+def placement_advice(cfg: GRPOConfig, rows: list[dict]) -> SplitAdvice | None:
+    """The core split that balances the measured phases (steps after the first), on a CPU-only single node."""
+    import os
+
+    p = cfg.placement
+    if p.trainer_gpus_per_worker or p.rollout_gpus_per_engine or p.trainer_workers > 1 or len(rows) < 2:
+        return None
+    rows = rows[1:]  # the first step pays warm-ups
+    total = os.cpu_count() or 1
+    rollout_cores = sum(len(parse_cores(b)) for b in p.rollout_cpu_bind) if p.rollout_cpu_bind else total
+    mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+    return recommend_split(generate_s=mean("time_generate_s"), rollout_cores=rollout_cores, train_s=mean("time_trainer_s"),
+                           trainer_cores=int(mean("trainer_threads")), total_cores=total)
+
+
 def reward_metrics(batch: RolloutBatch) -> dict[str, float]:
-    """Reward per domain and component, accuracy (answer component), response length, masked count."""
+    """Reward per domain and component, accuracy (answer component), response length, masked count (in all and
+    per source, `masked/<source>`). A source whose every sample was masked is named on the console with the most
+    common reason (a reward service gone down drops a whole domain; the count alone is easy to miss)."""
     per: dict[str, list[float]] = defaultdict(list)
     lengths, truncated, masked = [], 0, 0
+    totals: dict[str, int] = defaultdict(int)
+    errors: dict[str, list[str]] = defaultdict(list)
     for group in batch.groups:
         source = group.prompt.source
         for sample, r in zip(group.samples, group.rewards):
             lengths.append(len(sample.response_ids))
             truncated += sample.finish_reason == "length"
+            totals[source] += 1
             if r.reward is None:
                 masked += 1
+                errors[source].append(getattr(r, "error", None) or "no reward")
                 continue
             per["reward"].append(r.reward)
             per[f"reward/{source}"].append(r.reward)
@@ -157,6 +187,11 @@ def reward_metrics(batch: RolloutBatch) -> dict[str, float]:
                 per[f"accuracy/{source}"].append(float(r.components["answer"] >= 1.0))
     out = {k: sum(v) / len(v) for k, v in per.items()}
     out["masked_samples"] = float(masked)
+    for source, n in totals.items():
+        out[f"masked/{source}"] = float(len(errors[source]))
+        if len(errors[source]) == n:
+            reason = max(set(errors[source]), key=errors[source].count)
+            print(f"[grpo] step {batch.step + 1}: domain {source}: {n}/{n} samples masked ({reason})", flush=True)
     out["response_tokens_mean"] = sum(lengths) / max(1, len(lengths))
     out["truncated_fraction"] = truncated / max(1, len(lengths))
     return out
@@ -166,11 +201,12 @@ def step_metrics(result: StepResult) -> dict[str, float]:
     """Everything logged for a step: rewards, the trainer's metrics, timing, staleness, dispatch."""
     batch, train, t = result.batch, result.train, result.times
     staleness = batch.staleness(trainer_version=batch.step)
-    trainer_busy = train["time_reference_s"] + train["time_train_s"]
+    trainer_busy = train["time_trainer_s"]  # the whole train_step on the trainer: reference, behaviour, update
     gen_tokens = sum(len(s.response_ids) for s in batch.samples)
     metrics = {**reward_metrics(batch), **{k: v for k, v in train.items() if k != "trained_tokens"},
                "time_generate_s": t.generate_s, "time_reward_s": batch.time_reward_s, "time_sync_s": t.sync_s,
                "sync_bytes": float(result.sync_bytes), "time_step_s": t.step_s, "time_overlap_s": t.overlap_s,
+               "time_advantages_s": t.advantages_s, "time_wait_update_s": t.wait_update_s,
                # how long each side waited on the other (placement balance, report §4.3.1)
                "wait_trainer_s": max(0.0, t.step_s - t.sync_s - trainer_busy),
                "wait_rollout_s": max(0.0, t.step_s - t.sync_s - t.generate_s),
@@ -187,39 +223,53 @@ def step_metrics(result: StepResult) -> dict[str, float]:
 
 def run_grpo(cfg: GRPOConfig, *, rollout=None) -> dict:
     """Train; returns the summary. `rollout`: an already started rollout actor to use as engine 0 (tests share
-    one engine; its weights are overwritten by a sync before the first step, and it is left running)."""
+    one engine; its weights are overwritten by a sync before the first step, and it is left running).
+
+    The recipe, the model folder and the reward services are checked first, in seconds (`rl.preflight`); the run
+    directory is held for the whole run (`core.run_dir`: a second run there fails at once, naming this one)."""
+    preflight(cfg)
+    with hold_run_dir(cfg.run_dir):
+        return _run_grpo(cfg, rollout)
+
+
+def _run_grpo(cfg: GRPOConfig, rollout) -> dict:
     from transformers import AutoTokenizer
 
-    check_config(cfg)
+    t_start = time.perf_counter()
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_resolved_config(cfg, run_dir)
     rows = load_sources(cfg.sources)  # fail here, before Ray and engines start, on bad data ...
-    build_reward_router(cfg).close()  # ... a bad reward config or an unreachable registry ...
+    build_reward_router(cfg).close()  # ... or a bad reward config (preflight checked the rest)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
-    if any(s.mode != "direct" for s in cfg.sources) or (cfg.eval.prompts and cfg.eval.mode == "think"):
-        require_thinking_switch(tokenizer)  # ... or thinking mode on a chat template that cannot express it
     ensure_ray(cfg)
     check_ray_placement(cfg)  # a placement the cluster cannot hold fails now, naming what is missing
-    trainer = TrainerGroup(cfg)
+    trainer = TrainerGroup(cfg)  # the trainer's models load while the engines start
+    side = RolloutSide(cfg, tokenizer, rows, trainer, engines=[rollout] if rollout is not None else None)
+    side.start()
     start_step, ahead, ckpt = restore_grpo_checkpoint(cfg, trainer)
     if ckpt is not None:
         print(f"[grpo] resuming from {ckpt} at step {start_step} ({len(ahead)} batch(es) generated ahead)", flush=True)
-    side = RolloutSide(cfg, tokenizer, rows, trainer, engines=[rollout] if rollout is not None else None)
-    side.start()
     version, _, _ = side.sync(start_step)  # the engines now hold exactly the trainer's weights
+    summary_startup_s = time.perf_counter() - t_start
 
     stop = min(cfg.max_steps, start_step + cfg.stop_after_steps) if cfg.stop_after_steps else cfg.max_steps
-    summary: dict = {"run_dir": str(run_dir), "start_step": start_step, "max_staleness": cfg.max_staleness}
+    summary: dict = {"run_dir": str(run_dir), "start_step": start_step, "max_staleness": cfg.max_staleness,
+                     "startup_s": round(summary_startup_s, 2)}
     before = evaluate_heldout(cfg, side.eval_engine, tokenizer) if start_step == 0 else None
     if before:
         summary.update({f"{k}_before": v for k, v in before.items()})
         print(f"[grpo] held-out before: {json.dumps(before)}", flush=True)
+    measured: list[dict] = []
     with MetricsLogger(run_dir, stage="grpo", total_steps=cfg.max_steps, print_every=cfg.log_every_steps) as log:
         for step in range(start_step, stop):
             result = grpo_step(cfg, step, side, trainer, ahead, stop, tokenizer.pad_token_id)
             version, done = result.version, step + 1
             metrics = step_metrics(result)
+            measured.append(metrics)
+            if len(measured) == cfg.placement.balance_after_steps and (advice := placement_advice(cfg, measured)):
+                print(f"[grpo] placement: {advice.message(metrics['time_step_s'])}", flush=True)
+                summary["placement_advice"] = dataclasses.asdict(advice) | {"best": advice.best}
             if cfg.eval.prompts and cfg.eval.every_steps and done % cfg.eval.every_steps == 0 and done != cfg.max_steps:
                 metrics.update(evaluate_heldout(cfg, side.eval_engine, tokenizer) or {})
             log.log(done, metrics, tokens=sum(len(s.response_ids) for s in result.batch.samples))
@@ -232,7 +282,9 @@ def run_grpo(cfg: GRPOConfig, *, rollout=None) -> dict:
         print(f"[grpo] held-out after: {json.dumps(after)}", flush=True)
     summary.update({"steps": stop, "weight_version": version, "checkpoint": str(latest_checkpoint(run_dir)),
                     "parameter_checksum": trainer.parameter_checksum()})
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    t_end = time.perf_counter()
     trainer.shutdown()
     side.shutdown(keep=[rollout] if rollout is not None else None)
+    summary["shutdown_s"] = round(time.perf_counter() - t_end, 2)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

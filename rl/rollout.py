@@ -114,7 +114,7 @@ class RolloutSide:
         ray.get(actor.start.remote())
         ray.get(actor.configure_rewards.remote(self.cfg))
         self.trainer.connect(engine, actor)
-        self.trainer.sync(engine, actor, self.version)
+        self.trainer.resync(engine, actor, self.version)  # the published weights, even mid-update
 
     def sync(self, version: int) -> tuple[int, float, int]:
         """The trainer's weights to every engine as `version`; returns (version, seconds, bytes)."""

@@ -31,7 +31,8 @@ give the same tokens for the same seed; `join_groups` puts the results back into
 (the GRPO rollout side uses both).
 
 Fault tolerance. Protects against: an engine (actor) dying mid-run — a crash, an OOM kill, a preempted node,
-`ray.kill`. The first `RayActorError` from an engine replaces it with `factory(i)`, calls `on_restart(i, actor)`
+`ray.kill` — and the vLLM engine core inside a live actor dying (`EngineDeadError`: killed, OOM): both are
+handled alike. The first `RayActorError` from an engine replaces it with `factory(i)`, calls `on_restart(i, actor)`
 (start it, sync its weights; it may return an `ObjectRef` that says when the new engine is ready, and the pool
 keeps feeding the other engines meanwhile), and re-dispatches every item that was outstanding on the dead
 engine. Every item's result is taken exactly once (a request's late result from a replaced engine is never
@@ -104,6 +105,26 @@ class DispatchStats:
             out[f"{prefix}/engine{i}/items"] = float(e.items)
             out[f"{prefix}/engine{i}/idle_fraction"] = e.idle_fraction
         return out
+
+
+# errors that mean the engine inside a live actor is gone (vLLM's engine-core process died: killed, OOM, crashed)
+ENGINE_DEATH = ("EngineDeadError", "EngineCoreDeadError")
+
+
+def engine_died(err: BaseException) -> bool:
+    """Whether a failed request's error (a `ray.exceptions.RayTaskError` wrapping the actor's exception) says the
+    engine itself died, rather than this one request failing.
+
+    >>> engine_died(RuntimeError("x")), engine_died(type("EngineDeadError", (Exception,), {})())
+    (False, True)
+    """
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if type(err).__name__ in ENGINE_DEATH or any(c.__name__ in ENGINE_DEATH for c in type(err).__mro__):
+            return True
+        err = getattr(err, "cause", None) or err.__cause__
+    return False
 
 
 class EngineRestartError(RuntimeError):
@@ -245,6 +266,9 @@ class _Run:
             self.replace(engine, err)
             return
         except Exception as err:
+            if engine_died(err):  # the actor lives but its engine is gone: the same as a dead actor
+                self.replace(engine, err)
+                return
             raise _item_error(item, engine, err) from err
         self.take(engine, item, result)
 

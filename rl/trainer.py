@@ -1,11 +1,15 @@
 """The GRPO policy trainer: policy and frozen reference model, logprobs in micro-batches, the update, checkpoints.
 
-One `train_step(batch)`: reference logprobs (no grad), behaviour logprobs (recomputed, or vLLM's — see
-`AlgoConfig.behaviour_logprobs`), the truncated importance weights of stale samples
+One `train_step(batch)`: reference logprobs (no grad), behaviour logprobs (see `AlgoConfig.behaviour_logprobs`:
+with one optimizer step per batch the training forward's own detached logprobs ARE the proximal policy's, so no
+extra pass runs; otherwise recomputed, or vLLM's), the truncated importance weights of stale samples
 (`AlgoConfig.off_policy_correction`), then `updates_per_step` optimizer steps over micro-batches with gradient
-accumulation, AdamW, grad-norm clipping and the warm-up/cosine schedule of `core.optim.lr_at`.
+accumulation, AdamW, grad-norm clipping and the warm-up/cosine schedule of `core.optim.lr_at`. Every phase is
+timed (`time_reference_s`, `time_behaviour_s`, `time_train_s`, `time_trainer_s` = the whole call), so the
+driver's waits are true.
 
-Device: `trainer.device` (auto = CUDA when visible), bf16 autocast on that device by `trainer.dtype`;
+Device: `trainer.device` (auto = CUDA when visible), bf16 autocast on that device by `trainer.dtype` (auto = bf16
+where the hardware multiplies it faster, `core.device.resolve_dtype`);
 `gradient_checkpointing` and `reference_offload` (the reference waits on the CPU between uses) for GPU memory.
 
 Sharded: when this process is one rank of a torch.distributed group (`rl.trainer_group.TrainerGroup` forms it) or
@@ -27,6 +31,8 @@ waste is small at this scale, and padded rows keep a sequence's logprobs indepen
 from __future__ import annotations
 
 import dataclasses
+import math
+import pickle
 import random
 import time
 from dataclasses import dataclass
@@ -36,7 +42,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from core.device import autocast, full_value, resolve_device
+from core.device import autocast, full_value, resolve_device, resolve_dtype
 from rl import algos
 from rl.config import AlgoConfig, GRPOTrainerConfig
 
@@ -105,10 +111,13 @@ class BeforeUpdate:
     """What the update compares against, computed once per batch before the first optimizer step."""
 
     reference: torch.Tensor | None  # [B, T-1] the frozen reference's logprobs (None without a KL term)
-    behaviour: torch.Tensor  # [B, T-1] the behaviour (proximal) policy's logprobs: the PPO ratio's denominator
+    # [B, T-1] the behaviour (proximal) policy's logprobs, the PPO ratio's denominator; None = the training
+    # forward's own detached logprobs (one optimizer step per batch: the same weights, so the same numbers)
+    behaviour: torch.Tensor | None
     is_weights: torch.Tensor | None  # [B, T-1] truncated importance weights of stale samples, or None
     rollout_gap: float  # mean |trainer − vLLM| logprob on response tokens (0 when vLLM's are used directly)
     time_reference_s: float
+    time_behaviour_s: float = 0.0
 
 
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, micro_batch: int,
@@ -155,6 +164,27 @@ def save_hf_folder(model, tokenizer, state: dict[str, torch.Tensor], folder: Pat
     tokenizer.save_pretrained(folder)
 
 
+class NonFiniteStepError(RuntimeError):
+    """The update produced inf/NaN: refused steps in a row (`trainer.max_nonfinite_steps`), or weights to save."""
+
+
+def rng_state() -> dict:
+    """torch, Python and numpy RNG states as tensors, lists and numbers only (loadable with weights_only=True)."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    return {"torch": torch.get_rng_state(), "python": [version, list(mt), gauss],
+            "numpy": {"name": name, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
+
+
+def set_rng_state(state: dict) -> None:
+    """The inverse of `rng_state`."""
+    torch.set_rng_state(state["torch"])
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+
+
 class PolicyTrainer:
     """Owns the policy, the frozen reference, the optimizer and the step counter (one rank's share when sharded)."""
 
@@ -167,6 +197,7 @@ class PolicyTrainer:
         torch.manual_seed(seed)
         self.cfg, self.algo, self.total_steps = trainer, algo, total_steps
         self.device = resolve_device(trainer.device)
+        self.dtype = resolve_dtype(trainer.dtype, self.device)  # auto: measured once per process
         self.rank, self.world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         self.sharded = self.world_size > 1 or trainer.fsdp
         self.policy, self.tokenizer = load_checkpoint(model_path, dtype="float32")
@@ -191,6 +222,7 @@ class PolicyTrainer:
                 self.reference.to(self.device)
         self.optimizer = build_optimizer(self.policy, trainer.optim)
         self.step = 0
+        self.nonfinite_steps = 0  # consecutive steps refused for inf/NaN (`refuse_nonfinite`)
         # no dropout in Qwen2; eval() keeps logprobs deterministic. transformers checkpoints activations only in
         # training mode, so with gradient_checkpointing the policy stays in train() (the same numbers here).
         self.policy.train(trainer.gradient_checkpointing)
@@ -212,9 +244,19 @@ class PolicyTrainer:
         total, count = self.group_sum([float((values * mask).sum()), float(mask.sum())])
         return total / max(count, 1.0)
 
+    def behaviour_source(self) -> str:
+        """Where the PPO ratio's denominator comes from: "recompute", "rollout", or "training_forward" (the
+        training forward's own detached logprobs: `behaviour_logprobs: auto` with one optimizer step per batch)."""
+        if self.algo.behaviour_logprobs != "auto":
+            return self.algo.behaviour_logprobs
+        return "recompute" if self.cfg.updates_per_step > 1 else "training_forward"
+
     def train_step(self, batch: TrainBatch) -> dict[str, float]:
         """Reference and behaviour logprobs, then `updates_per_step` optimizer steps. Returns metrics (over the
         whole group's batch when sharded)."""
+        t0 = time.perf_counter()
+        if self.cfg.num_threads > 0 and torch.get_num_threads() != self.cfg.num_threads:
+            torch.set_num_threads(self.cfg.num_threads)  # per OS thread under OpenMP: an actor's pool thread needs it too
         batch = batch.to(self.device)
         before = self.logprobs_before_update(batch)
         t1 = time.perf_counter()
@@ -229,15 +271,19 @@ class PolicyTrainer:
         if before.is_weights is not None:
             metrics["is_weight_mean"] = self.group_masked_mean(before.is_weights, mask)
             metrics["is_weight_truncated_fraction"] = self.group_masked_mean((before.is_weights >= self.algo.tis_cap).float(), mask)
+        if before.behaviour is not None:  # else the update measured the gap itself
+            metrics["trainer_rollout_logprob_gap"] = before.rollout_gap
         [trained] = self.group_sum([float(mask.sum())])
-        metrics.update({"lr": lr, "trainer_rollout_logprob_gap": before.rollout_gap, "time_reference_s": before.time_reference_s,
-                        "time_train_s": time.perf_counter() - t1, "trained_tokens": trained})
+        now = time.perf_counter()
+        metrics.update({"lr": lr, "time_reference_s": before.time_reference_s, "time_behaviour_s": before.time_behaviour_s,
+                        "time_train_s": now - t1, "time_trainer_s": now - t0, "trained_tokens": trained,
+                        "trainer_threads": float(torch.get_num_threads())})
         return metrics
 
     def _reference_logprobs(self, batch: TrainBatch) -> torch.Tensor | None:
         if self.reference is None:
             return None
-        mb, dtype = self.cfg.micro_batch_sequences, self.cfg.dtype
+        mb, dtype = self.cfg.micro_batch_sequences, self.dtype
         if self.offload_reference and not self.sharded:  # on the device only while it is used
             self.reference.to(self.device)
         try:
@@ -251,29 +297,35 @@ class PolicyTrainer:
     def logprobs_before_update(self, batch: TrainBatch) -> BeforeUpdate:
         """The frozen reference's logprobs, the behaviour policy's (recomputed by the current weights, or vLLM's)
         and the truncated importance weights of stale samples (`AlgoConfig.off_policy_correction`)."""
-        mb, dtype = self.cfg.micro_batch_sequences, self.cfg.dtype
+        mb, dtype = self.cfg.micro_batch_sequences, self.dtype
         t0 = time.perf_counter()
         ref = self._reference_logprobs(batch)
-        t_ref = time.perf_counter() - t0
-        recompute = self.algo.behaviour_logprobs == "recompute"
-        if recompute:
+        t1 = time.perf_counter()
+        source = self.behaviour_source()
+        if source == "training_forward":  # computed by the update itself (`optimizer_step`)
+            return BeforeUpdate(ref, None, None, 0.0, t1 - t0)
+        if source == "recompute":
             old, _ = sequence_logprobs(self.policy, batch.input_ids, batch.attention_mask, micro_batch=mb, dtype=dtype)
         else:
             old = batch.rollout_logprobs
+        recompute = source == "recompute"
         gap = self.group_masked_mean((old - batch.rollout_logprobs).abs(), batch.response_mask) if recompute else 0.0
         is_w = None
         if self.algo.off_policy_correction == "tis" and recompute:
             is_w = algos.truncated_importance_weights(old, batch.rollout_logprobs, self.algo.tis_cap)  # [B, T-1]
-        return BeforeUpdate(ref, old, is_w, gap, t_ref)
+        return BeforeUpdate(ref, old, is_w, gap, t1 - t0, time.perf_counter() - t1)
 
     def optimizer_step(self, batch: TrainBatch, before: BeforeUpdate) -> dict[str, float]:
         """One optimizer step on the whole batch (the group's, when sharded), accumulated over micro-batches."""
-        mb, dtype = self.cfg.micro_batch_sequences, self.cfg.dtype
+        mb, dtype = self.cfg.micro_batch_sequences, self.dtype
         mask = batch.response_mask
         total_tokens, total_seqs = (max(v, 1.0) for v in self.group_sum([float(mask.sum()), float((mask.sum(-1) > 0).sum())]))
         ref, old, is_w = before.reference, before.behaviour, before.is_weights
+        own = old is None  # the proximal policy is this forward's own (detached) logprobs
+        correct = own and self.algo.off_policy_correction == "tis"
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
+        vs_rollout = [0.0, 0.0, 0.0, 0.0]  # masked sums: |trainer - vLLM| logprob, IS weight, truncated, tokens
         for s in range(0, batch.input_ids.shape[0], mb):
             sl = slice(s, s + mb)
             m = mask[sl]
@@ -284,12 +336,20 @@ class PolicyTrainer:
             if m.sum() == 0:  # a sharded rank still runs forward and backward: FSDP's collectives need every rank
                 (logp.sum() * 0.0).backward()
                 continue
+            old_mb, is_mb = (logp.detach(), None) if own else (old[sl], None if is_w is None else is_w[sl])  # [b, T-1]
+            if own:
+                behaviour = batch.rollout_logprobs[sl]
+                vs_rollout[0] += float(((old_mb - behaviour).abs() * m).sum())
+                if correct:
+                    is_mb = algos.truncated_importance_weights(old_mb, behaviour, self.algo.tis_cap)  # [b, T-1]
+                    vs_rollout[1] += float((is_mb * m).sum())
+                    vs_rollout[2] += float(((is_mb >= self.algo.tis_cap).float() * m).sum())
+                vs_rollout[3] += float(m.sum())
             loss, mets = algos.grpo_loss(
-                logp, old[sl], None if ref is None else ref[sl], batch.advantages[sl], m,
+                logp, old_mb, None if ref is None else ref[sl], batch.advantages[sl], m,
                 clip_low=self.algo.clip_ratio_low, clip_high=self.algo.clip_ratio_high, clip_ratio_c=self.algo.clip_ratio_c,
                 kl_coef=self.algo.kl_coef, kl_estimator=self.algo.kl_estimator, agg_mode=self.algo.loss_agg_mode,
-                horizon=mask.shape[-1], entropy=ent, entropy_coef=self.algo.entropy_coef,
-                is_weights=None if is_w is None else is_w[sl])
+                horizon=mask.shape[-1], entropy=ent, entropy_coef=self.algo.entropy_coef, is_weights=is_mb)
             # the micro-batch's share of the whole batch, so accumulated gradients summed over ranks equal the whole
             # batch's; FSDP averages over ranks, hence the world size (gloo has no pre-multiplied sum to avoid it)
             weight = float(m.sum()) / total_tokens if self.algo.loss_agg_mode == "token-mean" else float((m.sum(-1) > 0).sum()) / total_seqs
@@ -300,8 +360,50 @@ class PolicyTrainer:
                 sums[k] = sums.get(k, 0.0) + v * share
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * share
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.optim.grad_clip_norm)
-        self.optimizer.step()
-        return {**self._group_metrics(sums), "grad_norm": float(full_value(grad_norm))}
+        out = {**self._group_metrics(sums), "grad_norm": float(full_value(grad_norm))}
+        out["nonfinite_skipped"] = float(self.refuse_nonfinite(out))
+        if not out["nonfinite_skipped"]:
+            self.optimizer.step()
+        if own:  # what `logprobs_before_update` reports when it computes the behaviour logprobs itself
+            gap, is_sum, truncated, tokens = self.group_sum(vs_rollout)
+            out["trainer_rollout_logprob_gap"] = gap / max(tokens, 1.0)
+            if correct:
+                out.update({"is_weight_mean": is_sum / max(tokens, 1.0), "is_weight_truncated_fraction": truncated / max(tokens, 1.0)})
+        return out
+
+    def refuse_nonfinite(self, metrics: dict[str, float]) -> bool:
+        """True (and the gradients dropped) when this step's loss or gradient norm is inf/NaN: the step is skipped.
+
+        Protects against: one bad batch (an inf advantage, an overflow) turning every weight into NaN while the run
+        goes on and checkpoints them. `trainer.max_nonfinite_steps` refusals in a row raise `NonFiniteStepError`: a
+        run that cannot make a finite step stops, saying why. The loss and norm are the group's, so every rank
+        decides the same.
+        """
+        loss, norm = metrics.get("loss", 0.0), metrics["grad_norm"]
+        if math.isfinite(loss) and math.isfinite(norm):
+            self.nonfinite_steps = 0
+            return False
+        self.optimizer.zero_grad(set_to_none=True)
+        self.nonfinite_steps += 1
+        limit = self.cfg.max_nonfinite_steps
+        if self.nonfinite_steps >= limit:
+            raise NonFiniteStepError(
+                f"{self.nonfinite_steps} consecutive non-finite steps (loss {loss}, grad_norm {norm}) at trainer step "
+                f"{self.step}: stopping, trainer.max_nonfinite_steps = {limit}. The weights are those of the last finite "
+                f"step. Look for inf/NaN rewards or advantages, or lower trainer.optim.lr_peak")
+        if self.rank == 0:
+            print(f"[trainer] step {self.step}: non-finite loss {loss} / grad_norm {norm}: update skipped "
+                  f"({self.nonfinite_steps}/{limit} in a row)", flush=True)
+        return True
+
+    def check_finite_parameters(self, what: str) -> None:
+        """Raise `NonFiniteStepError` naming the parameters holding inf/NaN (every rank checks its shards)."""
+        bad = [name for name, p in self.policy.named_parameters()
+               if not torch.isfinite(p.detach().to_local() if hasattr(p, "to_local") else p.detach()).all()]
+        [count] = self.group_sum([float(len(bad))])
+        if count:
+            raise NonFiniteStepError(f"refusing to {what}: non-finite values in parameter(s) {bad[:5] or '(on another rank)'}"
+                                     f"{' ...' if len(bad) > 5 else ''}")
 
     def _group_metrics(self, sums: dict[str, float]) -> dict[str, float]:
         """Per-rank weighted sums -> the group's values (the same keys on every rank, even one with no tokens)."""
@@ -325,11 +427,12 @@ class PolicyTrainer:
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
         path = Path(path)
+        self.check_finite_parameters(f"save {path}")  # a NaN checkpoint would poison every run resumed from it
         model_state, optim_state = get_state_dict(self.policy, self.optimizer, options=self._state_options())
         if self.rank == 0:
             save_hf_folder(self.policy, self.tokenizer, model_state, path / "policy")
             torch.save({"optimizer": optim_state, "step": self.step, "extra": extra,
-                        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}},
+                        "rng": rng_state()},
                        path / "trainer_state.pt")
         if self.world_size > 1:
             dist.barrier()
@@ -349,13 +452,17 @@ class PolicyTrainer:
         unexpected, missing = set(state) - expected, expected - set(state)
         if unexpected or missing:
             raise RuntimeError(f"{path}: checkpoint does not fit the policy (missing {sorted(missing)}, unexpected {sorted(unexpected)})")
-        blob = torch.load(path / "trainer_state.pt", weights_only=False)
+        try:  # tensors and plain containers only: a crafted pickle cannot run code here
+            blob = torch.load(path / "trainer_state.pt", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise pickle.UnpicklingError(
+                f"{path / 'trainer_state.pt'}: refusing to load it: it holds objects other than tensors and plain "
+                f"containers (a crafted file could run code; checkpoints of mixrl before the weights-only format are "
+                f"refused too). {str(e).splitlines()[0]}") from None
         set_state_dict(self.policy, self.optimizer, model_state_dict=state, optim_state_dict=blob["optimizer"],
                        options=StateDictOptions(full_state_dict=True))
         self.step = blob["step"]
-        torch.set_rng_state(blob["rng"]["torch"])
-        random.setstate(blob["rng"]["python"])
-        np.random.set_state(blob["rng"]["numpy"])
+        set_rng_state(blob["rng"])
         return blob["extra"]
 
     def set_optim(self, optim) -> None:

@@ -14,7 +14,7 @@ is also rank 0's node and port, never the driver's.
 A placement the cluster cannot hold fails within seconds naming the missing resource (`PlacementError`): Ray
 would otherwise wait forever on an unschedulable placement group.
 
-    trainer = TrainerGroup(cfg)                      # actors started, process group formed, models loaded
+    trainer = TrainerGroup(cfg)                      # actors started; the group forms and models load meanwhile
     refs = trainer.launch_train_step(batch)          # non-blocking: the rollout side works meanwhile
     metrics = trainer.wait(refs)
     trainer.connect(0, rollout_actor); trainer.sync(0, rollout_actor, version)
@@ -109,21 +109,36 @@ class TrainerGroup:
         self.world_size = p.trainer_workers
         bundles = trainer_bundles(p)
         self.group = reserve(bundles, p.trainer_strategy, "placement.trainer_workers")
+        # a kept copy of the published weights lets a restarted engine catch up while an update is in flight
+        keep = cfg.max_staleness >= 1 and cfg.rollout.weight_transfer_backend == "gloo"
         self.actors = [
             ray.remote(TrainerActor).options(
                 num_cpus=b.as_ray()["CPU"], num_gpus=b.gpus,
+                # two threads: the catch-up of a restarted engine (`resync`) runs beside an update in flight
+                max_concurrency=2,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=rank),
-            ).remote(cfg.model_path, cfg.trainer, cfg.algo, cfg.max_steps, cfg.seed, p.trainer_cpu_bind, rank, self.world_size)
+            ).remote(cfg.model_path, cfg.trainer, cfg.algo, cfg.max_steps, cfg.seed, p.trainer_cpu_bind, rank, self.world_size, keep)
             for rank, b in enumerate(bundles)
         ]
         host, port = ray.get(self.actors[0].endpoint.remote())  # rank 0's node hosts the process group's store
-        ray.get([a.setup.remote(host, port) for a in self.actors])
+        # models load while the caller goes on (engines start meanwhile); the first call that needs them waits
+        self._loading = [a.setup.remote(host, port) for a in self.actors]
         self.rendezvous = (host, port)
+
+    def ready(self) -> "TrainerGroup":
+        """Wait until every rank has joined the group and loaded its models (once; later calls return at once)."""
+        import ray
+
+        if self._loading:
+            loading, self._loading = self._loading, []
+            ray.get(loading)
+        return self
 
     # training ---------------------------------------------------------------------------------------------
 
     def launch_train_step(self, batch: TrainBatch) -> list:
         """Start one step on every rank (each gets its share of the sequences); returns the pending results."""
+        self.ready()
         return [a.train_step.remote(shard) for a, shard in zip(self.actors, shard_batch(batch, self.world_size))]
 
     def wait(self, refs: list) -> dict[str, float]:
@@ -138,6 +153,7 @@ class TrainerGroup:
     def _all(self, method: str, *args):
         import ray
 
+        self.ready()
         return ray.get([getattr(a, method).remote(*args) for a in self.actors])
 
     def save(self, path: str, extra: dict) -> None:
@@ -159,23 +175,39 @@ class TrainerGroup:
         import ray
 
         r = self.cfg.rollout
+        self.ready()
         host, port = ray.get(self.actors[0].endpoint.remote())
         if r.weight_transfer_backend == "nccl":
             self._all("connect_nccl", engine, rollout, r.tensor_parallel_size, host, port)
             return
-        ray.get([self.actors[0].connect.remote(host, port, r.weight_bucket_mib, r.dtype, engine),
+        wire_dtype = ray.get(rollout.engine_dtype.remote())  # the engine's resolved precision
+        ray.get([self.actors[0].connect.remote(host, port, r.weight_bucket_mib, wire_dtype, engine),
                  rollout.init_weight_transfer.remote({"master_address": host, "master_port": port, "world_size": 2})])
 
     def sync(self, engine: int, rollout, version: int) -> tuple[int, float, int]:
         """The trainer's weights into one engine as `version`; returns (engine version, seconds, bytes)."""
         import ray
 
+        self.ready()
         t0 = time.perf_counter()
         if self.cfg.rollout.weight_transfer_backend == "nccl":  # rank 0 drives the engine's side itself
             sent = self._all("send_weights_nccl", engine, version)[0]
             return ray.get(rollout.weight_version.remote()), time.perf_counter() - t0, sent
         info = ray.get(self.actors[0].update_info.remote())
         results = ray.get([a.send_weights.remote(engine) for a in self.actors] + [rollout.update_weights.remote(info, version)])
+        return results[-1], time.perf_counter() - t0, results[0]
+
+    def resync(self, engine: int, rollout, version: int) -> tuple[int, float, int]:
+        """A restarted engine gets the weights the others hold (the last published, labelled `version`), even while
+        an update is in flight on the trainer (it runs beside it: the actors have a second thread). NCCL: the
+        current weights (vLLM's NCCL trainer engine reads the live module)."""
+        import ray
+
+        if self.cfg.rollout.weight_transfer_backend == "nccl":
+            return self.sync(engine, rollout, version)
+        t0 = time.perf_counter()
+        info = ray.get(self.actors[0].update_info.remote())
+        results = ray.get([a.send_weights.remote(engine, True) for a in self.actors] + [rollout.update_weights.remote(info, version)])
         return results[-1], time.perf_counter() - t0, results[0]
 
     # diagnostics (tests and benchmarks; every rank takes part, rank 0 answers) --------------------------------

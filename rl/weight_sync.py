@@ -207,6 +207,21 @@ def gather_full_tensors(model: torch.nn.Module, wire_dtype: str | None = None) -
         yield name, (t.to(getattr(torch, wire_dtype)) if wire_dtype else t)
 
 
+class PublishedWeights:
+    """Full weights as last sent to the engines, kept on trainer rank 0 (CPU, wire dtype): what a restarted engine
+    must get while the policy itself may already be one update ahead. Quacks like a module for the sender.
+
+    >>> w = PublishedWeights([("a", torch.zeros(2, 3))]); [(n, tuple(p.shape)) for n, p in w.named_parameters()]
+    [('a', (2, 3))]
+    """
+
+    def __init__(self, named: list[tuple[str, torch.Tensor]]):
+        self.named = named
+
+    def named_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
+        return iter(self.named)
+
+
 def join_gathers(model: torch.nn.Module) -> None:
     """What a trainer rank other than 0 does during a sync: take part in every full-tensor gather of
     `gather_full_tensors` in the same order (each is a collective), keeping nothing; rank 0 sends."""

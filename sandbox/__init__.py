@@ -8,6 +8,8 @@
 - `sandbox.executor`   `CodeExecutor` (``run_tests(jobs)``) and `LocalExecutor`
 - `sandbox.service`    `serve(host, port, ...)`: SandboxFusion-compatible ``/run_code``, batched ``/run_tests``
 - `sandbox.client`     `SandboxClient`: the service's client with retries (also a `CodeExecutor`)
+- `sandbox.http_server` hardened HTTP plumbing (Starlette on uvicorn) shared with `mixrl serve-rewards`
+- `sandbox.cleanup`    removes cgroup folders and staging dirs of owners that died without ``close()``
 - `bench/sandbox.py`: isolated runs/s and latency against plain subprocess (JSON)
 """
 

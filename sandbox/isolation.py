@@ -60,7 +60,7 @@ import uuid
 import weakref
 from dataclasses import asdict, dataclass, field, fields
 
-from sandbox import cgroups, seccomp
+from sandbox import cgroups, cleanup, seccomp
 
 OK, RUNTIME_ERROR, TIMEOUT, MEMORY, OUTPUT_LIMIT, SANDBOX_ERROR = (
     "ok", "runtime_error", "timeout", "memory", "output_limit", "sandbox_error")
@@ -197,6 +197,9 @@ class Sandbox:
         self._slot_cv = threading.Condition()
         self._tag = f"mixrl-sandbox-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._cg = cgroups.detect(self._tag) if (use_cgroups and os.geteuid() == 0) else cgroups.CgroupSupport(None)
+        # what owners that died without close() left next to ours (their pid is in the folder names)
+        cleanup.sweep_stale([os.path.dirname(p) for c, p in self._cg.parents.items() if not c.startswith("_")],
+                            tempfile.gettempdir())
         self._seccomp = seccomp.build_filter() if use_seccomp else None
         self._stage_dir: str | None = None
         self.report = self._probe()
@@ -215,7 +218,7 @@ class Sandbox:
         self._root = os.geteuid() == 0
         self._drop_uid = self._root
         if self._root and not _reachable_by_others(self._interpreter_prefix()):
-            self._stage_dir = tempfile.mkdtemp(prefix="mixrl-sandbox-stage-")
+            self._stage_dir = tempfile.mkdtemp(prefix=f"mixrl-sandbox-stage-{os.getpid()}-")
             os.chmod(self._stage_dir, 0o755)
             os.mkdir(os.path.join(self._stage_dir, "python"), 0o755)
         probe = self._execute({"main.py": b"print('ok')"}, LANGUAGES["python"], "", Limits(wall_time_s=20), slot=0)
@@ -430,8 +433,8 @@ class Sandbox:
 
 def _remove_host_state(cgroup_parents: dict[str, str], stage_dir: str | None) -> None:
     for c, parent in cgroup_parents.items():
-        if not c.startswith("_"):
-            cgroups._rmdir_quiet(parent)
+        if not c.startswith("_"):  # with any run group still inside (an exit without close(), mid-run)
+            cleanup.remove_cgroup_tree(parent, timeout_s=0.5)
     if stage_dir:
         shutil.rmtree(stage_dir, ignore_errors=True)
 

@@ -1,7 +1,8 @@
-"""The sandbox as an HTTP service that many RL workers share (stdlib ``http.server``, no framework).
+"""The sandbox as an HTTP service that many RL workers share (Starlette on uvicorn, `sandbox.http_server`).
 
     mixrl serve-sandbox --host 127.0.0.1 --port 8080 --max-concurrency 2      (wired to :func:`serve`)
     python -m sandbox.service --port 8080                                     (the same, without the CLI)
+    MIXRL_SANDBOX_TOKEN=... mixrl serve-sandbox --host 0.0.0.0 --ssl-certfile c.pem --ssl-keyfile k.pem
 
 Endpoints:
 - ``POST /run_code`` -- SandboxFusion's request and response, so verl's ``sandbox_fusion`` client works as is.
@@ -17,34 +18,35 @@ Endpoints:
 Bounded concurrency: at most ``max_concurrency`` programs run at once; at most ``max_pending`` executions
 (running + queued; a ``/run_tests`` job counts one) are admitted, beyond that the answer is 429 with
 ``Retry-After``. Binds loopback by default; binding any other address requires a token, sent as
-``Authorization: Bearer <token>``. Bad requests get 400/401/404/413 with a message and the server stays up.
+``Authorization: Bearer <token>`` and checked before the body is read. Bad requests get 400/401/404/413 with a
+message and the server stays up. Every time limit a request sets must be a finite number within this server's
+maximum (a NaN ``total_timeout_s`` once skipped the cap and held a slot for as long as the program liked); the
+HTTP layer's own protections (body cap on the stream, slow-client deadline, backlog, hostile JSON) are listed in
+`sandbox.http_server`.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import hmac
-import ipaddress
-import json
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from starlette.applications import Starlette
+from starlette.routing import Route
 
 from sandbox.harness import TestJob, run_job
+from sandbox.http_server import (HTTPError, ServiceServer, check_bearer, finite_number, is_loopback, json_endpoint,
+                                 json_not_found, json_response)
 from sandbox.isolation import (LANGUAGES, MEMORY, OK, OUTPUT_LIMIT, SANDBOX_ERROR, TIMEOUT, ExecutionResult, Limits,
                                Sandbox)
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 32 << 20
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
+TOKEN_ENV = "MIXRL_SANDBOX_TOKEN"
 
 
 class SandboxService:
@@ -78,11 +80,7 @@ class SandboxService:
             self._pending -= units
 
     def check_token(self, header: str | None) -> None:
-        if self.token is None:
-            return
-        given = (header or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), self.token.encode()):
-            raise HTTPError(401, "missing or wrong token (Authorization: Bearer <token>)")
+        check_bearer(header, self.token)
 
     # ---- endpoints ------------------------------------------------------------------------------------
 
@@ -126,14 +124,13 @@ class SandboxService:
         raw = body.get("jobs")
         if not isinstance(raw, list) or not raw:
             raise HTTPError(400, "'jobs' must be a non-empty list")
+        for i, j in enumerate(raw):  # before TestJob.from_dict: float("nan") is a float, and NaN > cap is False
+            if isinstance(j, dict):
+                self._check_job_limits(j, f"jobs[{i}]")
         try:
             jobs = [TestJob.from_dict(j) for j in raw]
         except (ValueError, TypeError, KeyError) as e:
             raise HTTPError(400, f"bad job: {e}") from e
-        for j in jobs:
-            if j.total_timeout_s > self.max_wall_time_s or (j.memory_mb or 0) > self.max_memory_mb:
-                raise HTTPError(400, f"limits above this server's maximum ({self.max_wall_time_s} s, "
-                                     f"{self.max_memory_mb} MB)")
         self._admit(len(jobs))
         try:
             results = list(self._pool.map(lambda job: run_job(self.sandbox, job), jobs))
@@ -142,16 +139,24 @@ class SandboxService:
         self.served["run_tests"] += len(jobs)
         return {"results": [r.to_dict() for r in results]}
 
+    def _check_job_limits(self, job: dict, where: str) -> None:
+        """Each time limit in (0, max_wall_time_s], memory in [1, max_memory_mb]: finite, or a 400 naming it."""
+        for key in ("per_test_timeout_s", "total_timeout_s"):
+            if key in job:
+                finite_number(job[key], f"{where}.{key}", low=1e-3, high=self.max_wall_time_s)
+        if job.get("memory_mb") is not None:
+            finite_number(job["memory_mb"], f"{where}.memory_mb", low=1, high=self.max_memory_mb)
+
     def _limits(self, run_timeout, memory_mb) -> Limits:
+        """SandboxFusion's limits: finite and positive, clamped to this server's maxima (verl sends its own)."""
         limits = self.sandbox.limits
-        try:
-            if run_timeout is not None:
-                limits = replace(limits, wall_time_s=min(float(run_timeout), self.max_wall_time_s),
-                                 cpu_time_s=min(float(run_timeout), self.max_wall_time_s))
-            if memory_mb is not None and int(memory_mb) > 0:
-                limits = replace(limits, memory_mb=min(int(memory_mb), self.max_memory_mb))
-        except (TypeError, ValueError) as e:
-            raise HTTPError(400, f"bad limit: {e}") from e
+        if run_timeout is not None:
+            t = min(finite_number(run_timeout, "run_timeout", low=1e-3, high=1e9), self.max_wall_time_s)
+            limits = replace(limits, wall_time_s=t, cpu_time_s=t)
+        if memory_mb is not None:
+            mb = finite_number(memory_mb, "memory_limit_MB", low=-1e9, high=1e12)
+            if int(mb) > 0:
+                limits = replace(limits, memory_mb=min(int(mb), self.max_memory_mb))
         return limits
 
     def close(self) -> None:
@@ -179,87 +184,48 @@ def sandbox_fusion_response(r: ExecutionResult) -> dict:
     }
 
 
-def _make_handler(service: SandboxService):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "mixrl-sandbox/1"
+def make_app(service: SandboxService, *, max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
+    """The ASGI app: the token is checked before the body is read; the body is capped on the stream."""
 
-        def log_message(self, fmt, *args):  # route to logging, not stderr
-            log.debug("%s %s", self.address_string(), fmt % args)
+    async def health(request):
+        return json_response(200, service.health())
 
-        def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
+    def post(fn):
+        return json_endpoint(fn, token=lambda: service.token, max_body_bytes=max_body_bytes, allow_nan_out=True)
 
-        def do_GET(self):
-            if self.path.rstrip("/") in ("/health", "/healthz", "/v1/ping"):
-                self._send(200, service.health())
-            else:
-                self._send(404, {"error": f"no route GET {self.path}; try GET /health"})
-
-        def do_POST(self):
-            routes = {"/run_code": service.run_code, "/run_tests": service.run_tests}
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_BODY_BYTES:
-                    self.close_connection = True
-                    raise HTTPError(413, f"body of {length} bytes exceeds {MAX_BODY_BYTES}")
-                body = self.rfile.read(length)
-                route = routes.get(self.path.rstrip("/"))
-                if route is None:
-                    raise HTTPError(404, f"no route POST {self.path}; valid: {sorted(routes)}")
-                service.check_token(self.headers.get("Authorization"))
-                try:
-                    payload = json.loads(body or b"{}")
-                except json.JSONDecodeError as e:
-                    raise HTTPError(400, f"body is not JSON: {e}") from e
-                if not isinstance(payload, dict):
-                    raise HTTPError(400, "body must be a JSON object")
-                self._send(200, route(payload))
-            except HTTPError as e:
-                self._send(e.status, {"error": e.message}, e.headers)
-            except Exception as e:  # noqa: BLE001 - the server stays up; the client sees a 500 with the reason
-                log.exception("request failed")
-                self._send(500, {"error": f"{type(e).__name__}: {e}"})
-
-    return Handler
-
-
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost",):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    routes = [Route(p, health, methods=["GET"]) for p in ("/health", "/healthz", "/v1/ping")]
+    for path, fn in (("/run_code", service.run_code), ("/run_tests", service.run_tests)):
+        routes += [Route(path, post(fn), methods=["POST"]), Route(path + "/", post(fn), methods=["POST"])]
+    return Starlette(routes=routes, exception_handlers=json_not_found(
+        "valid: GET /health, POST /run_code, POST /run_tests"))
 
 
 def make_server(host: str = "127.0.0.1", port: int = 8080, *, token: str | None = None, max_concurrency: int = 2,
-                max_pending: int | None = None, limits: Limits | None = None,
-                sandbox: Sandbox | None = None) -> tuple[ThreadingHTTPServer, SandboxService]:
-    """Build (not start) the server; ``port=0`` picks a free port (``server.server_address[1]``)."""
-    if not _is_loopback(host) and not token:
-        raise ValueError(f"binding to {host!r} exposes the sandbox beyond this machine: pass a token")
+                max_pending: int | None = None, limits: Limits | None = None, sandbox: Sandbox | None = None,
+                max_body_bytes: int = MAX_BODY_BYTES, request_timeout_s: float = 10.0,
+                ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
+                max_wall_time_s: float = 60.0) -> tuple[ServiceServer, SandboxService]:
+    """Build the server, bound and listening but not yet serving (``server.serve_forever()``); ``port=0`` picks a
+    free port (``server.server_address[1]``)."""
+    if not is_loopback(host) and not token:
+        raise ValueError(f"binding to {host!r} exposes the sandbox beyond this machine: pass a token "
+                         f"(--token or ${TOKEN_ENV})")
     sandbox = sandbox or Sandbox(max_concurrency, limits=limits)
-    service = SandboxService(sandbox, token=token, max_pending=max_pending)
-    server = ThreadingHTTPServer((host, port), _make_handler(service))
-    server.daemon_threads = True
+    service = SandboxService(sandbox, token=token, max_pending=max_pending, max_wall_time_s=max_wall_time_s)
+    server = ServiceServer(make_app(service, max_body_bytes=max_body_bytes), host, port,
+                           request_timeout_s=request_timeout_s, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
     return server, service
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080, *, token: str | None = None, max_concurrency: int = 2,
-          max_pending: int | None = None, limits: Limits | None = None) -> None:
-    """Run the service until interrupted (what ``mixrl serve-sandbox`` calls)."""
+          max_pending: int | None = None, limits: Limits | None = None, ssl_certfile: str | None = None,
+          ssl_keyfile: str | None = None) -> None:
+    """Run the service until interrupted (what ``mixrl serve-sandbox`` calls); SIGTERM/SIGINT stop it cleanly,
+    so the sandbox's cgroups and staging directory are removed."""
     server, service = make_server(host, port, token=token, max_concurrency=max_concurrency,
-                                  max_pending=max_pending, limits=limits)
-    log.warning("sandbox service on http://%s:%d (isolation: %s)", host, server.server_address[1],
-                service.sandbox.report.to_dict())
+                                  max_pending=max_pending, limits=limits, ssl_certfile=ssl_certfile,
+                                  ssl_keyfile=ssl_keyfile)
+    log.warning("sandbox service on %s (isolation: %s)", server.url, service.sandbox.report.to_dict())
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -270,16 +236,25 @@ def serve(host: str = "127.0.0.1", port: int = 8080, *, token: str | None = None
         service.sandbox.close()
 
 
+def add_tls_token_arguments(p: argparse.ArgumentParser, token_env: str) -> None:
+    """``--token`` (default from ``token_env``), ``--ssl-certfile``, ``--ssl-keyfile`` (shared by the CLIs)."""
+    p.add_argument("--token", default=os.environ.get(token_env) or None,
+                   help=f"bearer token clients must send (default: ${token_env}); required off loopback")
+    p.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this PEM certificate (chain)")
+    p.add_argument("--ssl-keyfile", default=None, help="the private key of --ssl-certfile (PEM)")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="mixrl sandbox service (SandboxFusion-compatible /run_code)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--token", default=None, help="required when --host is not loopback")
+    add_tls_token_arguments(p, TOKEN_ENV)
     p.add_argument("--max-concurrency", type=int, default=2)
     p.add_argument("--max-pending", type=int, default=None)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    serve(a.host, a.port, token=a.token, max_concurrency=a.max_concurrency, max_pending=a.max_pending)
+    serve(a.host, a.port, token=a.token, max_concurrency=a.max_concurrency, max_pending=a.max_pending,
+          ssl_certfile=a.ssl_certfile, ssl_keyfile=a.ssl_keyfile)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ class PackedTrainConfig:
     sequence_tokens: int = 512  # length of one packed row
     rows_per_step: int = 8  # packed rows per optimizer step
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when visible
-    dtype: Dtype = "float32"  # bfloat16 = autocast on the device; master weights stay fp32
+    dtype: Dtype = "auto"  # bfloat16 = autocast on the device (master weights stay fp32); auto = bf16 where faster
     gradient_checkpointing: bool = False  # recompute activations in backward (GPU memory for long rows)
     log_every_steps: int = 20
     num_threads: int = 0  # torch intra-op threads; 0 = all cores
@@ -62,7 +62,7 @@ class PretrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     # the tiny default: ~500 steps of 8 x 512 tokens in bf16 autocast, time-boxed for the 5-minute budget
-    train: PackedTrainConfig = field(default_factory=lambda: PackedTrainConfig(max_steps=500, max_minutes=3.5, dtype="bfloat16"))
+    train: PackedTrainConfig = field(default_factory=lambda: PackedTrainConfig(max_steps=500, max_minutes=3.5, dtype="auto"))
     distill: DistillConfig = field(default_factory=DistillConfig)
 
 
@@ -105,7 +105,7 @@ class SFTConfig:
     data: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
     sources: list[SFTSource] = field(default_factory=lambda: default_sft_sources())
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr_peak=1e-3, lr_warmup_steps=20))
-    train: PackedTrainConfig = field(default_factory=lambda: PackedTrainConfig(max_steps=0, max_minutes=4.0, dtype="bfloat16"))
+    train: PackedTrainConfig = field(default_factory=lambda: PackedTrainConfig(max_steps=0, max_minutes=4.0, dtype="auto"))
     distill: DistillConfig = field(default_factory=DistillConfig)
     # thinking-mode fusion on a base model that lacks it (a hub model): add [[BlueThink]], <think>, </think> as
     # tokens (new embedding rows = the mean row) and wrap its chat template so enable_thinking appends the switch.

@@ -9,6 +9,7 @@ Metrics go to TensorBoard, JSONL, the console and a PNG.
 from __future__ import annotations
 
 import math
+import pickle
 import random
 import time
 from dataclasses import dataclass
@@ -17,8 +18,9 @@ from pathlib import Path
 import torch
 
 from core.checkpoint import find_resume_checkpoint, save_checkpoint
-from core.device import autocast, resolve_device
+from core.device import autocast, resolve_device, resolve_dtype
 from core.metrics import MetricsLogger
+from core.run_dir import hold_run_dir
 from core.optim import apply_optim_config, build_optimizer, lr_at
 from core.sections import OptimConfig
 from sft.config import DistillConfig, PackedTrainConfig
@@ -44,7 +46,7 @@ def save_training_state(run_dir: str | Path, model, optimizer, rng: random.Rando
     state = {
         "step": step, "order": list(order), "trained_tokens": trained_tokens,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "python_rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+        "python_rng": _plain_rng(rng.getstate()), "torch_rng": torch.get_rng_state(),
     }
     return save_checkpoint(run_dir, step, lambda folder: torch.save(state, folder / STATE_FILE), keep=keep)
 
@@ -52,13 +54,25 @@ def save_training_state(run_dir: str | Path, model, optimizer, rng: random.Rando
 def load_training_state(checkpoint: Path, model, optimizer, rng: random.Random, optim: OptimConfig) -> tuple[int, list[int], int]:
     """Restore a `save_training_state` checkpoint in place, with `optim`'s hyperparameters (this invocation's, not
     the saved run's); returns (step, data order, trained tokens)."""
-    state = torch.load(checkpoint / STATE_FILE, weights_only=False, map_location="cpu")
+    try:  # tensors and plain containers only: a crafted pickle cannot run code here
+        state = torch.load(checkpoint / STATE_FILE, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as e:
+        raise pickle.UnpicklingError(
+            f"{checkpoint / STATE_FILE}: refusing to load it: it holds objects other than tensors and plain containers "
+            f"(a crafted file could run code). {str(e).splitlines()[0]}") from None
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     apply_optim_config(optimizer, optim)
-    rng.setstate(state["python_rng"])
+    version, mt, gauss = state["python_rng"]
+    rng.setstate((version, tuple(mt), gauss))
     torch.set_rng_state(state["torch_rng"])
     return state["step"], state["order"], state["trained_tokens"]
+
+
+def _plain_rng(state: tuple) -> list:
+    """`random.Random.getstate()` as lists (weights-only loadable)."""
+    version, mt, gauss = state
+    return [version, list(mt), gauss]
 
 
 def set_threads(num_threads: int) -> None:
@@ -110,7 +124,8 @@ def train_packed(
         step, order, trained_tokens = load_training_state(checkpoint, model, optimizer, rng, optim)
         print(f"[{stage}] resumed from {checkpoint} at step {step}", flush=True)
     first_step = step
-    with MetricsLogger(run_dir, stage=stage, total_steps=total_steps, print_every=train.log_every_steps) as log:
+    dtype = resolve_dtype(train.dtype, device)  # auto: bf16 only where this hardware multiplies it faster
+    with hold_run_dir(run_dir), MetricsLogger(run_dir, stage=stage, total_steps=total_steps, print_every=train.log_every_steps) as log:
         while step < total_steps:
             if train.max_minutes and time.perf_counter() - start > train.max_minutes * 60:
                 print(f"[{stage}] stopping at step {step}: train.max_minutes={train.max_minutes} reached", flush=True)
@@ -125,7 +140,7 @@ def train_packed(
             lr = lr_at(step, lr_peak=optim.lr_peak, warmup_steps=optim.lr_warmup_steps, total_steps=total_steps, min_ratio=optim.lr_min_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with autocast(device, train.dtype):
+            with autocast(device, dtype):
                 losses, mask, logits = token_losses(model, batch)
                 ce = losses.sum() / mask.sum().clamp(min=1)
                 loss = ce

@@ -29,8 +29,10 @@ ALLOWED = {
 }
 PACKAGES = sorted(ALLOWED)
 # math and reward functions: no Ray, engines or servers (STYLE.md §1, §6)
-PURE = ["rl/algos.py", "rl/prompts.py", "core/seeds.py", "core/optim.py", "rewards/extract.py", "rewards/exact.py",
-        "rewards/format.py", "rewards/repetition.py", "rewards/length.py", "sandbox/spec.py"]
+PURE = ["rl/algos.py", "rl/policy_losses.py", "rl/advantage_estimators.py", "rl/rollout_correction.py",
+        "rl/algo_extras.py", "rl/presets.py", "rl/prompts.py", "rl/placement.py", "core/seeds.py", "core/optim.py",
+        "rewards/extract.py", "rewards/exact.py", "rewards/format.py", "rewards/repetition.py", "rewards/length.py",
+        "sandbox/spec.py"]
 ORCHESTRATION = {"ray", "vllm", "grpc", "http", "socketserver", "subprocess"}
 
 

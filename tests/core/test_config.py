@@ -59,7 +59,7 @@ def test_scientific_notation_without_dot_is_a_float(tmp_path):
 def test_type_errors_name_key():
     with pytest.raises(ConfigError, match=r"'train.max_steps' expects an integer, got 'many'"):
         load_config(PretrainConfig, None, ["train.max_steps=many"])
-    with pytest.raises(ConfigError, match=r"'train.dtype' must be one of \['float32', 'bfloat16'\]"):
+    with pytest.raises(ConfigError, match=r"'train.dtype' must be one of \['auto', 'float32', 'bfloat16'\]"):
         load_config(PretrainConfig, None, ["train.dtype=fp8"])
     with pytest.raises(ConfigError, match="section.key=value"):
         apply_override(PretrainConfig(), "train.max_steps")
@@ -121,7 +121,7 @@ def test_a_nested_section_keeps_the_parents_defaults_for_keys_it_leaves_out():
     cfg = build(QuickstartConfig, {"pretrain": {"train": {"max_minutes": 0}}, "grpo": {"trainer": {"micro_batch_sequences": 8}}})
     assert cfg.pretrain.train.max_minutes == 0
     assert cfg.pretrain.train.max_steps == default.pretrain.train.max_steps == 500
-    assert cfg.pretrain.train.dtype == "bfloat16" and cfg.pretrain.data.test_rows == {"math": 4000}
+    assert cfg.pretrain.train.dtype == "auto" and cfg.pretrain.data.test_rows == {"math": 4000}
     assert cfg.grpo.trainer.micro_batch_sequences == 8 and cfg.grpo.trainer.optim == default.grpo.trainer.optim
     assert cfg.grpo.sources == default.grpo.sources
 

@@ -166,14 +166,16 @@ def test_expired_deadline_work_is_dropped(stub, server):
     metrics = ""
     while time.monotonic() < end and 'outcome="dropped_deadline"' not in metrics:
         time.sleep(0.1)
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.info['metrics_port']}/metrics", timeout=5).read().decode()
+        metrics = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{server.info['metrics_port']}/metrics",
+                                                         headers={"Authorization": f"Bearer {TOKEN}"}), timeout=5).read().decode()
     assert 'mixrl_rm_items_total{outcome="dropped_deadline"}' in metrics
     assert_serving(server)
 
 
 def test_metrics_endpoint(stub, server):
     stub.Score(pb.ScoreRequest(samples=samples(4, prefix="m")), metadata=AUTH, timeout=20)
-    text = urllib.request.urlopen(f"http://127.0.0.1:{server.info['metrics_port']}/metrics", timeout=5).read().decode()
+    text = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{server.info['metrics_port']}/metrics",
+                                                         headers={"Authorization": f"Bearer {TOKEN}"}), timeout=5).read().decode()
     for name in ("mixrl_rm_queue_depth", "mixrl_rm_batch_size_bucket", "mixrl_rm_request_latency_seconds_count",
                  'mixrl_rm_items_total{outcome="ok"}'):
         assert name in text

@@ -47,8 +47,11 @@ def grpo_test_config(ckpt: dict, run_dir: Path, **overrides):
                     {"name": "ifeval", "path": f"{ckpt['data']}/ifeval/train.parquet", "proportion": 1.0, "mode": "mixed"}],
         "prompts_per_step": 4,
         "max_steps": 2,
-        "rollout": {"samples_per_prompt": 4, "max_response_tokens": 16, "max_model_len": 256},
-        "trainer": {"micro_batch_sequences": 8, "optim": {"lr_peak": 1e-3, "lr_warmup_steps": 0, "lr_min_ratio": 1.0}},
+        # fp32 on both sides whatever the machine: tests compare the engine's numbers with the trainer's
+        # (precision `auto` is exercised by the learning test and the quickstart)
+        "rollout": {"samples_per_prompt": 4, "max_response_tokens": 16, "max_model_len": 256, "dtype": "float32"},
+        "trainer": {"micro_batch_sequences": 8, "dtype": "float32",
+                    "optim": {"lr_peak": 1e-3, "lr_warmup_steps": 0, "lr_min_ratio": 1.0}},
         "ray": {"num_cpus": 2},
     }
     for key, value in overrides.items():

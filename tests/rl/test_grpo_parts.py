@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import core.seeds
+import rl.placement
 import rl.prompts as prompts
 import rl.scheduler
 import rl.weight_sync
@@ -21,7 +22,7 @@ from rl.rollout import RolloutBatch, ScoredGroup
 from rl.trainer import build_batch
 
 
-@pytest.mark.parametrize("module", [prompts, rl.weight_sync, rl.scheduler, core.seeds])
+@pytest.mark.parametrize("module", [prompts, rl.weight_sync, rl.scheduler, rl.placement, core.seeds])
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
@@ -88,6 +89,26 @@ def test_advantages_are_normalised_per_source():
     assert raw.tolist() == pytest.approx([0.5, -0.5, 5.0, -5.0, 0.05, -0.05, 1.0, -1.0])
 
 
+def test_placement_advice_balances_the_measured_phases():
+    """From the steps' phase times: the split that equalises the phases, and the prediction it is based on."""
+    from rl.grpo import placement_advice
+
+    cfg = GRPOConfig()
+    cfg.placement.rollout_cpu_bind = ["0"]
+    rows = [{"time_generate_s": 9.0, "time_trainer_s": 1.0, "trainer_threads": 1.0}] + \
+           [{"time_generate_s": 2.0, "time_trainer_s": 6.0, "trainer_threads": 1.0}] * 2  # the first step is ignored
+    advice = placement_advice(cfg, rows)
+    import os
+
+    cores = os.cpu_count()
+    assert advice.generate_core_s == 2.0 and advice.train_core_s == 6.0
+    assert advice.rollout_cores + advice.trainer_cores == max(2, cores)
+    if cores == 2:
+        assert (advice.rollout_cores, advice.async_step_s, advice.sync_step_s, advice.best) == (1, 6.0, 4.0, "sync")
+    cfg.placement.trainer_gpus_per_worker = 1
+    assert placement_advice(cfg, rows) is None  # CPU-only, one node
+
+
 def test_reward_metrics_per_domain_and_component():
     groups = [[_sample(4), _sample(6, "length")], [_sample(2), _sample(2)]]
     rewards = [[_R(1.0, {"answer": 1.0}), _R(0.0, {"answer": 0.0})], [_R(0.5, {"ifeval": 0.5}), _R(None)]]
@@ -102,7 +123,8 @@ def _trainer(ckpt, **algo):
     from rl.trainer import PolicyTrainer
     from core.sections import OptimConfig
 
-    t = GRPOTrainerConfig(micro_batch_sequences=2, optim=OptimConfig(lr_peak=1e-3, lr_warmup_steps=0, lr_min_ratio=1.0, weight_decay=0.0))
+    t = GRPOTrainerConfig(micro_batch_sequences=2, dtype="float32",
+                          optim=OptimConfig(lr_peak=1e-3, lr_warmup_steps=0, lr_min_ratio=1.0, weight_decay=0.0))
     return PolicyTrainer(ckpt["model"], t, AlgoConfig(**algo), total_steps=10, seed=0)
 
 
@@ -124,6 +146,33 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(tiny_grpo_checkpoin
         trainer.train_step(batch)
         grads.append(torch.cat([p.grad.flatten() for p in trainer.policy.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("correction", ["tis", "none"])
+def test_behaviour_logprobs_from_the_training_forward_equal_a_recomputed_pass(tiny_grpo_checkpoint, correction):
+    """`behaviour_logprobs: auto` with one optimizer step per batch skips the no-grad pass: the update, the loss,
+    the importance weights and the trainer-vs-vLLM gap are those of recomputing, and no behaviour time is spent."""
+    runs = {}
+    for mode in ("recompute", "auto"):
+        trainer = _trainer(tiny_grpo_checkpoint, behaviour_logprobs=mode, kl_coef=0.1, off_policy_correction=correction, tis_cap=1.5)
+        batch = _toy_batch(trainer.tokenizer.pad_token_id)
+        batch.rollout_logprobs[batch.response_mask > 0] = torch.linspace(-6.0, -0.5, int(batch.response_mask.sum()))
+        metrics = trainer.train_step(batch)
+        runs[mode] = (metrics, torch.cat([p.detach().flatten() for p in trainer.policy.parameters()]), trainer.behaviour_source())
+    (rec, w_rec, src_rec), (auto, w_auto, src_auto) = runs["recompute"], runs["auto"]
+    assert (src_rec, src_auto) == ("recompute", "training_forward")
+    torch.testing.assert_close(w_auto, w_rec, rtol=0, atol=1e-7)
+    keys = ["loss", "pg_loss", "kl", "grad_norm", "trainer_rollout_logprob_gap"]
+    keys += ["is_weight_mean", "is_weight_truncated_fraction"] if correction == "tis" else []
+    for key in keys:
+        assert auto[key] == pytest.approx(rec[key], rel=1e-5, abs=1e-7), key
+    if correction == "tis":
+        assert 0 < auto["is_weight_truncated_fraction"] < 1  # the planted gaps straddle the cap
+    assert rec["time_behaviour_s"] > 0 and auto["time_behaviour_s"] == 0.0
+    assert auto["time_trainer_s"] >= auto["time_train_s"] + auto["time_reference_s"]
+    two = _trainer(tiny_grpo_checkpoint, behaviour_logprobs="auto")
+    two.cfg.updates_per_step = 2  # the second update's weights are not the proximal policy's: recompute
+    assert two.behaviour_source() == "recompute"
 
 
 def test_train_step_moves_logprobs_with_the_advantage_and_checkpoints_round_trip(tiny_grpo_checkpoint, tmp_path):

@@ -108,9 +108,12 @@ def test_rewards_are_computed_on_the_rollout_side_per_sample_with_group_length_t
 
 
 @pytest.mark.vllm
-def test_a_crashed_engine_is_restarted_and_the_step_loses_and_duplicates_nothing(ray_local, shared_rollout, tiny_grpo_checkpoint, tmp_path):
-    """Kill the engine a step is about to use: the pool restarts it with the current weights and the step's
-    rollouts are exactly those of an engine that never died (same seeds, same weights)."""
+@pytest.mark.parametrize("kill", ["actor", "engine_core"])
+def test_a_crashed_engine_is_restarted_and_the_step_loses_and_duplicates_nothing(ray_local, shared_rollout, tiny_grpo_checkpoint, tmp_path, kill):
+    """Kill the engine a step is about to use — its Ray actor, or vLLM's engine-core process inside a live actor —
+    while the trainer updates (one-step async: the update is launched as the step starts): the pool restarts it
+    with the weights the trainer PUBLISHED, not the newer ones the update made meanwhile, and the step's rollouts
+    are exactly those of an engine that never died."""
     from transformers import AutoTokenizer
 
     from rl.actors import start_rollout
@@ -133,8 +136,13 @@ def test_a_crashed_engine_is_restarted_and_the_step_loses_and_duplicates_nothing
     side.start()
     side.sync(2)
     pid = ray.get(doomed.diagnostic_pid.remote())
-    ray.kill(doomed)
+    if kill == "actor":
+        ray.kill(doomed)
+    else:
+        ray.get(doomed.diagnostic_kill_engine_core.remote())
+    update = trainer.launch_train_step(_update_batch(reference, tok.pad_token_id))  # in flight during the restart
     batch = side.generate(7)
+    trainer.wait(update)
     assert batch.dispatch.restarts == 1
     assert ray.get(side.pool.engines[0].diagnostic_pid.remote()) != pid
     assert ray.get(side.pool.engines[0].weight_version.remote()) == 2  # the replacement got the current weights
@@ -143,6 +151,15 @@ def test_a_crashed_engine_is_restarted_and_the_step_loses_and_duplicates_nothing
     assert [r.reward for r in batch.rewards] == [r.reward for r in reference.rewards]
     side.shutdown()
     trainer.shutdown()
+
+
+def _update_batch(batch, pad_id):
+    """A training batch that changes the weights (planted advantages) from a rollout batch."""
+    from rl.trainer import build_batch
+
+    samples = batch.samples
+    return build_batch([(s.prompt_ids, s.response_ids, s.response_logprobs) for s in samples],
+                       [(-1.0) ** i for i in range(len(samples))], [True] * len(samples), pad_id)
 
 
 @pytest.mark.vllm
