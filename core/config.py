@@ -62,6 +62,12 @@ def build(schema: type[T], raw: dict[str, Any], *, source: str = "config", prefi
         raise ConfigError(f"{source}: '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(schema)}
     hints = typing.get_type_hints(schema)
+    overlay = getattr(schema, "config_overlay", None)
+    if overlay is not None:  # a section's named overlay of its own keys (rl.config.AlgoConfig: algo.preset)
+        try:
+            raw = overlay(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
     if base is None:
         try:
             base = schema()
@@ -128,7 +134,19 @@ def _replace_path(cfg: Any, path: list[str], value: Any, *, full_key: str) -> An
         new_value = _replace_path(current, rest, value, full_key=full_key)
     else:
         new_value = _coerce(hint, value, source="command line", key=full_key)
-    return dataclasses.replace(cfg, **{key: new_value})
+    out = dataclasses.replace(cfg, **{key: new_value})
+    overlay = getattr(type(cfg), "config_overlay", None)
+    if overlay is not None and not rest:
+        # the overlay again, over the keys that differ from the schema's defaults (those count as set by the recipe
+        # or the command line, and win over the overlay's)
+        default = type(cfg)()
+        explicit = {f.name: getattr(out, f.name) for f in dataclasses.fields(out)
+                    if getattr(out, f.name) != getattr(default, f.name)}
+        try:
+            out = dataclasses.replace(default, **overlay(explicit))
+        except ValueError as exc:
+            raise ConfigError(f"command line ({full_key}): {exc}") from None
+    return out
 
 
 # keys an earlier release had: a recipe still using one is told the new name

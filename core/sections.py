@@ -47,7 +47,8 @@ class SyntheticDataConfig:
     out_dir: str = "runs/data"
     # rows of the train split per domain (the domains generated are these keys); math gets the most because
     # the tiny model's arithmetic improves with unique problems far more than with repeated epochs
-    train_rows: dict[str, int] = field(default_factory=lambda: {"math": 20000, "code": 1500, "ifeval": 1500, "chat": 1000})
+    train_rows: dict[str, int] = field(default_factory=lambda: {"math": 20000, "code": 1500, "ifeval": 1500, "chat": 1000,
+                                                                 "stem": 300, "summary": 300})
     test_rows_per_domain: int = 200
     # per-domain override of test_rows_per_domain: the quickstart's GRPO stage evaluates on one narrow slice of
     # math (level-1 division), which needs a larger test split to hold enough of it

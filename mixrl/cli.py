@@ -12,6 +12,7 @@
     mixrl serve-rewards [--host H] [--port P] [--config rewards.yaml] [--token T]   OpenRLHF-style /get_reward endpoint
     mixrl serve-sandbox [--host H] [--port P] [--token T]               SandboxFusion-compatible code sandbox
     mixrl serve-rm MODEL_DIR [--model-name N] [--registry R]            reward model as a gRPC service
+    mixrl serve-rm --kind critique --model-name math-critique           the arithmetic-step critique, served
     mixrl train-rm --out DIR [--steps S]                                tiny reward model on synthetic preference pairs
     mixrl deploy-rm MODEL_DIR --name N (--local K | --render DIR | --apply)   validate, then deploy a reward model
 
@@ -187,10 +188,23 @@ def _chat_pairs(num_rows: int, split: str, seed: int):
     return pairs_from_rows(generate_chat(num_rows, split, seed))
 
 
+def rule_scorer(kind: str):
+    """The rule-based reward models `mixrl serve-rm --kind KIND` serves (the functions live in ``rewards``, which
+    reward_services never imports; the CLI joins them)."""
+    from reward_services.models import RuleScorer
+
+    if kind == "critique":
+        import rewards.critique as module
+
+        return RuleScorer("critique", module.service_score, Path(module.__file__).read_bytes())
+    raise ValueError(f"no rule-based reward model {kind!r}")
+
+
 def _cmd_serve_rm(args) -> int:
+    from reward_services.models import RULE_KINDS
     from reward_services.server import run_server
 
-    return run_server(args)
+    return run_server(args, scorer=rule_scorer(args.kind) if args.kind in RULE_KINDS else None)
 
 
 def _cmd_train_rm(args) -> int:
@@ -299,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pending", type=int, default=None, help="queued requests before answering 429")
     p.set_defaults(func=_cmd_serve_sandbox)
 
-    p = sub.add_parser("serve-rm", help="serve a reward model (classifier or generative judge) over gRPC")
+    p = sub.add_parser("serve-rm", help="serve a reward model (classifier, generative judges, or the rule-based "
+                                        "step critique) over gRPC")
     from reward_services.cli_args import add_deploy_arguments, add_serve_arguments, add_train_arguments
 
     add_serve_arguments(p)

@@ -8,8 +8,15 @@ import os
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model_dir", help="a Hugging Face folder: *ForSequenceClassification (classifier) or a causal LM")
-    p.add_argument("--kind", choices=("classifier", "generative"), default=None, help="default: from config.json")
+    p.add_argument("model_dir", nargs="?", default=None,
+                   help="a Hugging Face folder: *ForSequenceClassification (classifier) or a causal LM (judges); "
+                        "none for a rule-based kind (critique)")
+    p.add_argument("--kind", choices=("classifier", "generative", "multidim", "reference", "critique"), default=None,
+                   help="default: from config.json. generative: one 0..10 score; multidim: named dimensions + overall; "
+                        "reference: a free-form answer against the reference (yes/no); critique: the rule-based "
+                        "check of arithmetic steps (no model)")
+    p.add_argument("--dimensions", default=None, help="multidim: comma-separated dimensions "
+                                                      "(default helpfulness,correctness,safety)")
     p.add_argument("--model-name", default="reward-model", help="the identifier clients resolve, e.g. chat-rm")
     p.add_argument("--host", default="127.0.0.1", help="a non-loopback address requires --token")
     p.add_argument("--port", type=int, default=50051, help="0 picks a free port")

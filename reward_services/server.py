@@ -409,11 +409,12 @@ class RewardServer:
 
 # ------------------------------------------------------------------------------------------ command line
 
-def run_server(args: argparse.Namespace) -> int:
-    """Serve until SIGTERM/SIGINT, then drain."""
+def run_server(args: argparse.Namespace, scorer=None) -> int:
+    """Serve until SIGTERM/SIGINT, then drain. ``scorer``: one already built (the ``mixrl`` CLI builds the
+    rule-based kinds, whose functions live in ``rewards``); default: loaded from ``args.model_dir``."""
     import torch
 
-    from reward_services.models import load_scorer
+    from reward_services.models import RULE_KINDS, load_scorer
     from reward_services.registry import open_registry
 
     if args.threads:
@@ -426,7 +427,17 @@ def run_server(args: argparse.Namespace) -> int:
     if cfg.host not in LOOPBACK_HOSTS and not cfg.token:  # fail before loading the model
         print(f"mixrl serve-rm: refusing to bind {cfg.host} without --token", file=sys.stderr)
         return 2
-    scorer = load_scorer(args.model_dir, max_length=args.max_length, kind=args.kind, device=args.device)
+    if scorer is None:
+        if args.kind in RULE_KINDS:
+            print(f"serve-rm: --kind {args.kind} is rule-based; serve it with `mixrl serve-rm --kind {args.kind}`",
+                  file=sys.stderr)
+            return 2
+        if args.model_dir is None:
+            print("serve-rm: a model folder is required for this kind", file=sys.stderr)
+            return 2
+        dimensions = tuple(d.strip() for d in args.dimensions.split(",") if d.strip()) if args.dimensions else None
+        scorer = load_scorer(args.model_dir, max_length=args.max_length, kind=args.kind, device=args.device,
+                             dimensions=dimensions)
     registry = open_registry(args.registry) if args.registry else None
     server = RewardServer(scorer, cfg, registry=registry, registry_ttl_s=args.registry_ttl_s).start()
 

@@ -21,11 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rewards.critique import CritiqueConfig
 from rewards.format import FormatConfig
 from rewards.length import LengthConfig
 from rewards.repetition import RepetitionConfig
 
-PIPELINES = ("answer", "choice", "ifeval", "code", "rm")
+PIPELINES = ("answer", "choice", "ifeval", "code", "rm", "rouge")
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,8 @@ class DomainConfig:
     """How one domain is scored.
 
     pipeline: ``answer`` (extract + math verification), ``choice`` (multiple-choice letter), ``ifeval``,
-        ``code`` (sandbox client), ``rm`` (reward-model client).
+        ``code`` (sandbox client), ``rm`` (reward-model client), ``rouge`` (ROUGE-L F1 of the answer against the
+        reference: summarisation).
     extractors: tried in order on the answer part (see `rewards.extract.EXTRACTORS`).
     apply_coefficients: multiply by the format and repetition coefficients (the report's rule reward); off for
         reward-model scores, whose scale and sign are the model's.
@@ -41,7 +43,11 @@ class DomainConfig:
         timeout says the verifier could not decide, not that the answer is wrong.
     ifeval_loose / ifeval_mode: lm-eval's loose checking; ``all`` (1/0) or ``fraction`` of instructions followed.
     rm_model: the reward-model service identifier for the ``rm`` pipeline.
+    rm_correct_threshold: for the ``rm`` pipeline, a score at or above it counts as a correct answer (so the
+        group-overlong length term applies, as for rule-verified answers); None: an RM score says nothing about
+        correctness. The free-form judge domain sets 0.5 (its verdicts are 1/0).
     code_timeout_s: per-test time limit passed to the sandbox.
+    critique: the numerical-step critique as a factor or a term of the rule reward (`rewards.critique`).
     """
 
     pipeline: str = "answer"
@@ -54,7 +60,9 @@ class DomainConfig:
     ifeval_loose: bool = False
     ifeval_mode: str = "all"
     rm_model: str = "chat-rm"
+    rm_correct_threshold: float | None = None
     code_timeout_s: float = 10.0
+    critique: CritiqueConfig = field(default_factory=CritiqueConfig)
 
     def __post_init__(self) -> None:
         if self.pipeline not in PIPELINES:
@@ -67,7 +75,8 @@ _NO_LENGTH = LengthConfig(group_overlong=False)
 
 
 def default_domains() -> dict[str, DomainConfig]:
-    """math, gsm8k, stem, ifeval, code, chat."""
+    """math, gsm8k, stem, ifeval, code, chat, judge (free-form answers judged against the ground truth by a
+    generative RM, BlueLM-2.5 §2.3.6: where no rule can verify), summary (ROUGE-L)."""
     return {
         "math": DomainConfig(),
         # GSM8K answers end with "#### n"; a boxed answer is accepted too, and then at most one box.
@@ -78,6 +87,10 @@ def default_domains() -> dict[str, DomainConfig]:
         "chat": DomainConfig(
             pipeline="rm", apply_coefficients=False, format=FormatConfig(min_boxes=0, max_boxes=None), length=_NO_LENGTH
         ),
+        # the judge's verdict (1 / 0, or a 0..1 score) is an answer reward: format and repetition still apply
+        "judge": DomainConfig(pipeline="rm", rm_model="answer-judge", rm_correct_threshold=0.5,
+                              format=FormatConfig(min_boxes=0, max_boxes=None)),
+        "summary": DomainConfig(pipeline="rouge", format=FormatConfig(min_boxes=0, max_boxes=None), length=_NO_LENGTH),
     }
 
 
@@ -106,6 +119,7 @@ def default_routes() -> dict[str, str]:
         "openai/openai_humaneval": "code",
         "mbpp": "code",
         "cais/mmlu": "stem",
+        "mixrl/synthetic_summary": "summary",
     }
     return routes
 
@@ -116,40 +130,57 @@ def default_route_prefixes() -> dict[str, str]:
 
 
 def default_abilities() -> dict[str, str]:
-    return {"math": "math", "code": "code", "ifeval": "ifeval", "chat": "chat", "stem": "stem"}
+    return {"math": "math", "code": "code", "ifeval": "ifeval", "chat": "chat", "stem": "stem", "summary": "summary"}
+
+
+def default_styles() -> dict[str, str]:
+    """``reward_model.style`` → domain, for rows whose data_source has no route: ``model`` asks for a model to
+    judge the answer against the ground truth (a rule cannot verify it)."""
+    return {"model": "judge"}
 
 
 @dataclass(frozen=True)
 class RewardConfig:
     """domains: name → pipeline config; routes: exact data_source → domain; route_prefixes: data_source prefix →
-    domain; abilities: verl ``ability`` → domain (used when the data_source has no route)."""
+    domain; styles: ``reward_model.style`` → domain, then abilities: verl ``ability`` → domain (both used only
+    when the data_source has no route, in that order)."""
 
     domains: dict[str, DomainConfig] = field(default_factory=default_domains)
     routes: dict[str, str] = field(default_factory=default_routes)
     route_prefixes: dict[str, str] = field(default_factory=default_route_prefixes)
     abilities: dict[str, str] = field(default_factory=default_abilities)
+    styles: dict[str, str] = field(default_factory=default_styles)
 
     def __post_init__(self) -> None:
-        for table_name in ("routes", "route_prefixes", "abilities"):
+        for table_name in ("routes", "route_prefixes", "abilities", "styles"):
             for key, domain in getattr(self, table_name).items():
                 if domain not in self.domains:
                     raise ValueError(
                         f"rewards.{table_name}[{key!r}] names domain {domain!r}; valid: {sorted(self.domains)}"
                     )
 
-    def resolve(self, data_source: str, ability: str | None = None) -> str:
-        """The domain name for a sample; raises `UnknownRouteError` naming what would have matched."""
+    def resolve(self, data_source: str, ability: str | None = None, style: str | None = None) -> str:
+        """The domain name for a sample; raises `UnknownRouteError` naming what would have matched.
+
+        >>> cfg = RewardConfig()
+        >>> cfg.resolve("my/essays", "math", style="model"), cfg.resolve("my/essays", "math", style="rule")
+        ('judge', 'math')
+        >>> cfg.resolve("mixrl/synthetic_chat", "chat", style="model")  # a route wins over the style
+        'chat'
+        """
         if data_source in self.routes:
             return self.routes[data_source]
         for prefix, domain in self.route_prefixes.items():
             if data_source.startswith(prefix):
                 return domain
+        if style is not None and style in self.styles:
+            return self.styles[style]
         if ability is not None and ability in self.abilities:
             return self.abilities[ability]
         raise UnknownRouteError(
             f"no reward route for data_source={data_source!r} (ability={ability!r}); add it under rewards.routes. "
             f"Known data sources: {sorted(self.routes)}; prefixes: {sorted(self.route_prefixes)}; "
-            f"abilities: {sorted(self.abilities)}"
+            f"styles: {sorted(self.styles)}; abilities: {sorted(self.abilities)}"
         )
 
 
@@ -187,10 +218,10 @@ def reward_config_from_dict(data: Mapping[str, Any] | None) -> RewardConfig:
     >>> reward_config_from_dict({"domains": {"math": {"lenght": {}}}})
     Traceback (most recent call last):
     ...
-    KeyError: "unknown key rewards.domains.math.lenght; valid keys: ['apply_coefficients', 'code_timeout_s', 'extractors', 'format', 'ifeval_loose', 'ifeval_mode', 'length', 'pipeline', 'repetition', 'rm_model', 'timeout_is_incorrect']"
+    KeyError: "unknown key rewards.domains.math.lenght; valid keys: ['apply_coefficients', 'code_timeout_s', 'critique', 'extractors', 'format', 'ifeval_loose', 'ifeval_mode', 'length', 'pipeline', 'repetition', 'rm_correct_threshold', 'rm_model', 'timeout_is_incorrect']"
     """
     data = dict(data or {})
-    valid = {"domains", "routes", "route_prefixes", "abilities"}
+    valid = {"domains", "routes", "route_prefixes", "abilities", "styles"}
     unknown = set(data) - valid
     if unknown:
         raise KeyError(f"unknown key(s) rewards.{sorted(unknown)}; valid keys: {sorted(valid)}")
@@ -202,4 +233,5 @@ def reward_config_from_dict(data: Mapping[str, Any] | None) -> RewardConfig:
         routes={**default_routes(), **(data.get("routes") or {})},
         route_prefixes={**default_route_prefixes(), **(data.get("route_prefixes") or {})},
         abilities={**default_abilities(), **(data.get("abilities") or {})},
+        styles={**default_styles(), **(data.get("styles") or {})},
     )

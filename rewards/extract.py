@@ -133,12 +133,21 @@ _CHOICE_LETTERS = "ABCDEFGHIJ"
 _CHOICE_WRAPPERS = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\{([^{}]*)\}")
 _CHOICE_IN_BOX = re.compile(r"^\(?([A-J])\)?(?:[\s.:)]|$)")
 _CHOICE_PHRASE = re.compile(r"(?i:answer)(?:\s+is)?\s*[:：]?\s*\(?\**([A-J])\**\)?(?![A-Za-z])")
+# a last line that is only a letter: "B", "B)", "(B)", "B.", "**B**", "**(B)**"
+_CHOICE_BARE = re.compile(r"^\**\(?([A-J])\)?[.)]?\**\s*[.]?$")
+# a one-line answer that is an option as listed: "B) 42 m/s" (one line only: an echoed option list is not an answer)
+_CHOICE_OPTION = re.compile(r"^\**\(?([A-J])\)\**\s+\S")
 
 
 def choice_answer(text: str) -> str | None:
     r"""A multiple-choice letter (A–J): from the last box (``\boxed{B}``, ``\boxed{\text{(B)}}``, ``\boxed{B) 42}``),
-    else from the last "answer is (B)" / "Answer: B" phrase.
+    else from the last "answer is (B)" / "Answer: B" phrase, else from a last line that is only a letter (``B)``,
+    ``**B**``) or from a one-line answer stating an option (``B) 42 m/s``).
 
+    >>> choice_answer("Speed is distance over time.\n**B**"), choice_answer("B)"), choice_answer("(C) 12 N")
+    ('B', 'B', 'C')
+    >>> choice_answer("A) 3\nB) 4\nC) 5") is None  # an echoed option list names no answer
+    True
     >>> choice_answer(r"... \boxed{\text{(C)}}")
     'C'
     >>> choice_answer("Therefore, the answer is (B).")
@@ -154,7 +163,16 @@ def choice_answer(text: str) -> str | None:
         m = _CHOICE_IN_BOX.match(inner)
         return m.group(1) if m else None
     matches = _CHOICE_PHRASE.findall(text)
-    return matches[-1] if matches else None
+    if matches:
+        return matches[-1]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return None
+    bare = _CHOICE_BARE.match(lines[-1])
+    if bare:
+        return bare.group(1)
+    option = _CHOICE_OPTION.match(lines[0]) if len(lines) == 1 else None
+    return option.group(1) if option else None
 
 
 _FENCE = re.compile(r"```([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.DOTALL)

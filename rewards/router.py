@@ -4,9 +4,10 @@ r"""The reward router: one pipeline per domain, chosen by ``data_source`` (or ``
 
 1. route each sample to its domain (`rewards.config.RewardConfig.resolve`; an unknown route raises);
 2. compute the base reward of every sample concurrently: answer verification on the `VerifierPool`, sandbox
-   calls on the `CodeExecutionClient`, one batched call per reward model on the `RewardModelClient`, IFEval and
-   multiple choice in-process;
-3. rule reward = answer × format × repetition (BlueLM-2.5 §2.3.5), components kept;
+   calls on the `CodeExecutionClient`, one batched call per reward model on the `RewardModelClient`, IFEval,
+   multiple choice and ROUGE-L in-process; the numerical-step critique, where a domain enables it, in step 3;
+3. rule reward = answer × format × repetition (BlueLM-2.5 §2.3.5), components kept; × or + the step critique
+   (`rewards.critique`) where the domain's ``critique.mode`` says so;
 4. length terms per group of samples of one prompt (``group_id``): the group-overlong term for correct samples,
    DAPO's soft overlong punishment if enabled — which is why a batch, not a sample, is the unit;
 5. a sample whose base reward could not be computed (no client configured, client failure, verifier timeout,
@@ -33,11 +34,13 @@ from typing import Any
 
 from rewards.clients import CodeExecutionClient, RewardModelClient, RewardModelRequest
 from rewards.config import DomainConfig, RewardConfig
+from rewards.critique import check_steps, critique_adjust
 from rewards.extract import answer_part, extract_answer
 from rewards.format import format_coefficient
 from rewards.ifeval import InstructionError, ifeval_reward, parse_ifeval_ground_truth
 from rewards.length import dapo_overlong_penalty, group_overlong_rewards, length_alpha
 from rewards.repetition import repetition_coefficient
+from rewards.summary import rouge_l
 from rewards.types import RewardResult, Sample, infer_thinking
 from rewards.verify import VerifierPool, default_pool, verify_answer
 from sandbox.spec import spec_from_ground_truth
@@ -109,7 +112,7 @@ class RewardRouter:
         ``length_terms=False`` skips the length terms (for callers that see one sample at a time, like verl's
         ``compute_score``, where a "group" of one would add a constant α/2 to every correct answer).
         """
-        domains = [self.config.resolve(s.data_source, s.ability) for s in samples]
+        domains = [self.config.resolve(s.data_source, s.ability, s.style) for s in samples]
         bases = self._base_rewards(samples, domains)
         results: list[RewardResult] = []
         for sample, domain, base in zip(samples, domains, bases):
@@ -121,7 +124,7 @@ class RewardRouter:
     def add_length_terms(self, samples: Sequence[Sample], results: list[RewardResult], global_step: int = 0) -> None:
         """Add the group length terms to results scored with ``length_terms=False`` once a whole group is in (the
         rollout side scores each sample as it finishes; the group-overlong term needs the group). In place."""
-        domains = [r.domain or self.config.resolve(s.data_source, s.ability) for s, r in zip(samples, results)]
+        domains = [r.domain or self.config.resolve(s.data_source, s.ability, s.style) for s, r in zip(samples, results)]
         self._add_length_terms(samples, domains, [r.details.get("correct") for r in results], results, global_step)
         for r in results:
             _mask_nonfinite(r)
@@ -141,10 +144,13 @@ class RewardRouter:
                 rm_batches[cfg.rm_model].append(i)
             elif cfg.pipeline == "choice":
                 futures[i] = self._choice_base(sample, cfg)
+            elif cfg.pipeline == "rouge":
+                futures[i] = self._rouge_base(sample, cfg)
             else:
                 futures[i] = self._ifeval_base(sample, cfg)
         rm_futures = {
-            model: self._executor.submit(self._rm_bases, [samples[i] for i in idx], model)
+            model: self._executor.submit(self._rm_bases, [samples[i] for i in idx], model,
+                                         [self.config.domains[domains[i]].rm_correct_threshold for i in idx])
             for model, idx in rm_batches.items()
         }
         out: list[_Base] = []
@@ -183,6 +189,13 @@ class RewardRouter:
         value = 1.0 if correct else 0.0
         return _Base(value, correct, {"answer": value}, {"pred": pred})
 
+    def _rouge_base(self, sample: Sample, cfg: DomainConfig) -> _Base:
+        """ROUGE-L F1 of the answer part against the reference (summarisation); an empty reference is masked."""
+        if not sample.ground_truth.strip():
+            return _Base(None, None, error="summary ground truth is empty")
+        value = rouge_l(answer_part(sample.response), sample.ground_truth)
+        return _Base(value, None, {"answer": value, "rouge_l": value})
+
     def _ifeval_base(self, sample: Sample, cfg: DomainConfig) -> _Base:
         try:
             ids, kwargs = parse_ifeval_ground_truth(sample.ground_truth)
@@ -214,7 +227,7 @@ class RewardRouter:
         fraction = result.passed / result.total if result.total else 0.0
         return _Base(value, correct, {"answer": value, "tests_passed": fraction}, {"tests": f"{result.passed}/{result.total}"})
 
-    def _rm_bases(self, samples: Sequence[Sample], model: str) -> list[_Base]:
+    def _rm_bases(self, samples: Sequence[Sample], model: str, thresholds: Sequence[float | None]) -> list[_Base]:
         if self.rm_client is None:
             return [_Base(None, None, error="no reward-model client configured (domain pipeline 'rm')") for _ in samples]
         requests = [
@@ -227,7 +240,7 @@ class RewardRouter:
                 raise RuntimeError(f"{len(scores)} scores for {len(requests)} requests")
         except Exception as e:  # noqa: BLE001 - the whole batch is masked
             return [_Base(None, None, error=f"reward model {model!r} failed: {type(e).__name__}: {e}") for _ in samples]
-        return [_rm_base(x, model) for x in scores]
+        return [_rm_base(x, model, t) for x, t in zip(scores, thresholds)]
 
     # ------------------------------------------------------------------ step 3: rule reward
 
@@ -243,6 +256,12 @@ class RewardRouter:
         if base.value is None:
             return RewardResult(None, components, details, base.error or "no reward", domain)
         rule = base.value * fmt.coefficient * rep.coefficient if cfg.apply_coefficients else base.value
+        if cfg.critique.mode != "off":
+            critique = check_steps(sample.response)
+            rule, terms = critique_adjust(rule, critique, cfg.critique)
+            components.update(terms)
+            if critique.first_wrong is not None:
+                details["critique_first_wrong"] = f"line {critique.first_wrong.line}: {critique.first_wrong.text}"
         components["rule"] = rule
         return RewardResult(rule, components, details, None, domain)
 
@@ -278,9 +297,10 @@ class RewardRouter:
                         results[i].reward += term
 
 
-def _rm_base(score: Any, model: str) -> _Base:
+def _rm_base(score: Any, model: str, correct_threshold: float | None = None) -> _Base:
     """One reward model's answer as a base reward; a missing or non-numeric answer is masked (a non-finite one
-    is masked by `_mask_nonfinite` once the reward is composed)."""
+    is masked by `_mask_nonfinite` once the reward is composed). With ``correct_threshold`` (a judge of answers
+    against the ground truth) the score also says whether the answer is correct, for the length term."""
     if score is None:
         return _Base(None, None, error=f"reward model {model!r} returned no score")
     try:
@@ -289,7 +309,8 @@ def _rm_base(score: Any, model: str) -> _Base:
         value = float(score)
     except (TypeError, ValueError):
         return _Base(None, None, details={"rm_model": model}, error=f"reward model {model!r} returned a non-numeric score {score!r}")
-    return _Base(value, None, {"rm_score": value}, {"rm_model": model})
+    correct = None if correct_threshold is None or not math.isfinite(value) else value >= correct_threshold
+    return _Base(value, correct, {"rm_score": value}, {"rm_model": model})
 
 
 def _mask_nonfinite(result: RewardResult) -> RewardResult:

@@ -29,6 +29,10 @@ class Sample:
     thinking: whether thinking mode was on; ``None`` means "infer from the prompt" (it ends with ``[[BlueThink]]``),
         and if there is no prompt either, "unknown" (think tags are then only checked for well-formedness).
     extra_info: verl's ``extra_info`` column, passed through to clients.
+    style: ``reward_model.style`` (``rule``, ``model``...); routes a sample whose data_source has no route
+        (``model`` → the free-form judge, `rewards.config.default_styles`).
+    budget_hit: vLLM's thinking budget ran out and it forced ``</think>`` (those tokens are not the policy's);
+        custom rewards may penalise it (the rule pipelines do not look at it).
     """
 
     data_source: str
@@ -40,6 +44,8 @@ class Sample:
     response_tokens: int | None = None
     thinking: bool | None = None
     extra_info: dict[str, Any] | None = None
+    style: str | None = None
+    budget_hit: bool = False
 
 
 @dataclass
@@ -51,7 +57,8 @@ class RewardResult:
         "rule": 0.1, "length": 0.05}``; a component that does not apply is absent.
     details: what the rules saw (which format rule fired, what repetition was detected, the extracted answer).
     error: why ``reward`` is ``None``; ``None`` when the reward was computed.
-    domain: the pipeline that scored the sample (``math``, ``gsm8k``, ``stem``, ``ifeval``, ``code``, ``chat``).
+    domain: the pipeline that scored the sample (``math``, ``gsm8k``, ``stem``, ``ifeval``, ``code``, ``chat``,
+        ``judge``, ``summary``).
     """
 
     reward: float | None

@@ -78,6 +78,27 @@ def parse_cores(spec: str) -> list[int]:
     return cores
 
 
+def think_token_ids(tokenizer) -> tuple[list[int], list[int]]:
+    """(open, close) token ids vLLM's thinking budget looks for and forces: `core.engine`'s ReasoningConfig strings."""
+    from core.tokenizer import THINK_CLOSE, THINK_OPEN
+
+    return (tokenizer.encode(THINK_OPEN, add_special_tokens=False),
+            tokenizer.encode(f"\n{THINK_CLOSE}\n\n", add_special_tokens=False))
+
+
+def mark_forced_think(samples: list[RolloutSample], open_ids: list[int], close_ids: list[int], budget: int) -> None:
+    """Fill each sample's `forced_mask` / `budget_hit` (`rl.algo_extras.forced_think_mask`); nothing without a budget."""
+    from rl.algo_extras import forced_think_mask
+
+    if budget <= 0:
+        return
+    for s in samples:
+        mask = forced_think_mask(s.response_ids, close_ids, thinking_budget=budget, open_ids=open_ids,
+                                 prompt_ids=s.prompt_ids)
+        s.budget_hit = bool(mask.any())
+        s.forced_mask = [int(v) for v in mask.tolist()] if s.budget_hit else []
+
+
 class RolloutActor:
     """Ray actor around `RolloutEngine` plus a reward router (async: Ray runs its coroutines on the actor's loop)."""
 
@@ -93,6 +114,8 @@ class RolloutActor:
                                     enable_chunked_prefill=r.enable_chunked_prefill)
         self.router = None
         self.reward_key = None
+        self.model_path = model_path
+        self.think_ids: tuple[list[int], list[int]] | None = None  # (open, close), loaded when a budget is first used
 
     async def start(self) -> None:
         await self.engine.start()
@@ -122,8 +145,14 @@ class RolloutActor:
         """
         t0 = time.perf_counter()
         [group] = await self.engine.generate([request.prompt_ids], request.settings)
+        if request.settings.thinking_token_budget > 0:
+            if self.think_ids is None:
+                from transformers import AutoTokenizer
+
+                self.think_ids = think_token_ids(AutoTokenizer.from_pretrained(self.model_path))
+            mark_forced_think(group, *self.think_ids, request.settings.thinking_token_budget)
         t1 = time.perf_counter()
-        samples = [dataclasses.replace(template, response=s.text, response_tokens=len(s.response_ids)) for s in group]
+        samples = [dataclasses.replace(template, response=s.text, response_tokens=len(s.response_ids), budget_hit=s.budget_hit) for s in group]
         rewards = await asyncio.get_running_loop().run_in_executor(
             None, lambda: self.router.score_batch(samples, global_step=global_step, length_terms=length_terms))
         return RolloutResult(group, rewards, time_generate_s=t1 - t0, time_reward_s=time.perf_counter() - t1)

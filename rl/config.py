@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from core.engine import SamplingConfig
 from core.sections import Dtype, OptimConfig
+from rl.presets import apply_preset
 
 
 @dataclass
@@ -76,9 +77,8 @@ class AlgoConfig:
     # vLLM's sampling logprobs (decoupled PPO / verl's truncated importance sampling); "none" ignores the gap.
     off_policy_correction: Literal["tis", "none"] = "tis"
     tis_cap: float = 2.0
-    # Issue 16 (the math is in place; wiring into the step/trainer is pending, so today these change nothing).
-    # Named overlay of the keys below and above (`rl.presets.PRESETS`: dapo, dr_grpo, gspo, cispo); keys the
-    # recipe sets itself win. "" = none.
+    # Named overlay of the keys below and above (`rl.presets.PRESETS`: dapo, dr_grpo, gspo, cispo), applied when the
+    # config is built (`core.config.build` calls `config_overlay`); keys the recipe sets itself win. "" = none.
     preset: str = ""
     # The per-token objective (`rl.policy_losses.POLICY_LOSSES`); "vanilla" = PPO-clip with dual clip, as today.
     policy_loss: Literal["vanilla", "gspo", "sapo", "gpg", "cispo", "geo_mean", "clip_cov", "kl_cov", "dppo_tv",
@@ -91,8 +91,9 @@ class AlgoConfig:
     adv_estimator: Literal["grpo", "dr_grpo", "rloo", "reinforce_plus_plus_baseline", "reinforce_plus_plus",
                            "grpo_passk", "gdpo", "opo", "gpg"] = "grpo"
     # Train–inference mismatch correction (`rl.rollout_correction.ROLLOUT_CORRECTIONS`): importance weights and/or
-    # rejection masks from π_prox / π_behav. "token_tis" with cap `tis_cap` is today's `off_policy_correction: tis`
-    # (this key supersedes that one once wired; "none" = `off_policy_correction: none`).
+    # rejection masks from π_prox / π_behav. This key is the source of truth (`effective_correction`); the older
+    # `off_policy_correction: none` still turns any correction off, and `tis_cap` is the IS cap of the TIS options
+    # (`token_tis` with cap `tis_cap` is exactly the former `off_policy_correction: tis`).
     rollout_correction: Literal["none", "token_tis", "seq_tis", "token_icepop", "seq_mis", "token_k1_rs", "geo_rs",
                                 "geo_rs_token_tis", "geo_rs_seq_tis", "k3_rs", "k3_rs_token_tis",
                                 "k3_rs_seq_tis"] = "token_tis"
@@ -100,7 +101,8 @@ class AlgoConfig:
     # bounds of the k1 / geometric-mean options; an upper bound on the divergence for the k3 ones).
     rollout_rs_threshold: list[float] = field(default_factory=list)
     # DAPO's dynamic sampling: drop groups whose rewards are all equal (no signal: `rl.algo_extras.informative_groups`)
-    # and draw more prompts, at most `dynamic_sampling_max_rounds` generation rounds per step.
+    # and refill the step with new prompts, at most `dynamic_sampling_max_rounds` extra generation rounds per step
+    # (`rl.grpo.dynamic_sampling`: refilled when the batch is consumed, with the engines' current weights).
     dynamic_sampling: bool = False
     dynamic_sampling_max_rounds: int = 2
     # PPO mini-batches: each update (trainer.updates_per_step) splits the batch into this many optimizer steps
@@ -109,6 +111,9 @@ class AlgoConfig:
     # Leave out of the loss the closing tokens vLLM forced when rollout.thinking_token_budget ran out (the policy did
     # not choose them: `rl.algo_extras.forced_think_mask`); no effect without a thinking budget.
     mask_forced_think_tokens: bool = True
+
+    # `core.config.build` lays the preset's keys under the recipe's own (`rl.presets.apply_preset`)
+    config_overlay = staticmethod(apply_preset)
 
 
 @dataclass
@@ -222,6 +227,36 @@ class GRPOConfig:
     ray: RayConfig = field(default_factory=RayConfig)
 
 
+# the corrections with a rejection mask: the tokens they reject leave the loss's normalisation too, so the trainer
+# computes them before the update (a recomputed behaviour pass) rather than inside the training forward
+ROLLOUT_RS_OPTIONS = ("seq_mis", "token_k1_rs", "geo_rs", "geo_rs_token_tis", "geo_rs_seq_tis", "k3_rs",
+                      "k3_rs_token_tis", "k3_rs_seq_tis")
+ROLLOUT_TIS_OPTIONS = ("token_tis", "seq_tis", "seq_mis", "geo_rs_token_tis", "geo_rs_seq_tis", "k3_rs_token_tis",
+                      "k3_rs_seq_tis")  # the corrections whose IS cap is `tis_cap`
+
+
+def effective_correction(algo: AlgoConfig) -> tuple[str, dict]:
+    """The rollout correction a run applies and its thresholds (`rl.rollout_correction.ROLLOUT_CORRECTIONS` name,
+    keyword arguments): `rollout_correction` is the source of truth; `off_policy_correction: none` (the older key)
+    turns it off; `tis_cap` is the cap of the TIS options; `rollout_rs_threshold` the rejection bound (one value or
+    [lower, upper]; [] = the option's default).
+
+    >>> effective_correction(AlgoConfig())
+    ('token_tis', {'is_threshold': 2.0})
+    >>> effective_correction(AlgoConfig(off_policy_correction="none"))
+    ('none', {})
+    """
+    if algo.off_policy_correction == "none" or algo.rollout_correction == "none":
+        return "none", {}
+    kwargs: dict = {}
+    if algo.rollout_correction in ROLLOUT_TIS_OPTIONS:
+        kwargs["is_threshold"] = float(algo.tis_cap)
+    rs = list(algo.rollout_rs_threshold)
+    if rs:
+        kwargs["rs_threshold"] = float(rs[0]) if len(rs) == 1 else (float(rs[0]), float(rs[1]))
+    return algo.rollout_correction, kwargs
+
+
 def check_config(cfg: GRPOConfig) -> None:
     """Combinations no run can use, named before anything starts (`core.config.ConfigError`). What the Ray cluster
     can hold is checked once Ray is up (`rl.trainer_group.check_ray_placement`)."""
@@ -291,6 +326,8 @@ def check_ranges(cfg: GRPOConfig) -> None:
         ("algo.entropy_coef", a.entropy_coef, lambda v: math.isfinite(v), "a finite number"),
         ("algo.adv_eps", a.adv_eps, *above(0)),
         ("algo.tis_cap", a.tis_cap, *above(0)),
+        ("algo.mini_batches_per_update", a.mini_batches_per_update, *at_least(1)),
+        ("algo.dynamic_sampling_max_rounds", a.dynamic_sampling_max_rounds, *at_least(0)),
         ("scheduler.max_inflight_per_engine", s.max_inflight_per_engine, *at_least(1)),
         ("scheduler.max_restarts", s.max_restarts, *at_least(0)),
         ("eval.prompts", e.prompts, *at_least(0)),

@@ -24,10 +24,15 @@ with the trainer's current weights (the synchronous trainer). Every step checks 
 themselves (each carries the engine's weight version): a group older than k versions is regenerated with the
 current weights before training, and `staleness_max` / `staleness_mean` / `stale_regenerated_groups` are logged.
 
-Off-policy correction (explicit, `AlgoConfig.off_policy_correction`): the PPO ratio is taken against the
-trainer's recomputed logprobs of its current weights (the proximal policy), and each token of a stale sample is
-re-weighted from the behaviour policy that drew it (vLLM's sampling logprobs) by min(π_prox/π_behav, tis_cap):
-decoupled PPO with truncated importance sampling (`rl.algos.truncated_importance_weights`).
+Off-policy correction (explicit, `AlgoConfig.rollout_correction`, default `token_tis` = the former
+`off_policy_correction: tis`): the PPO ratio is taken against the trainer's logprobs of its current weights (the
+proximal policy), and each token of a stale sample is re-weighted from the behaviour policy that drew it (vLLM's
+sampling logprobs) by min(π_prox/π_behav, tis_cap): decoupled PPO with truncated importance sampling
+(`rl.rollout_correction`; rejection options take tokens out of the loss).
+
+Algorithm options (README "Algorithms"): `algo.adv_estimator` in `compute_advantages`, `algo.dynamic_sampling`
+in `dynamic_sampling` (after the staleness check, before the advantages), `algo.policy_loss`,
+`algo.mini_batches_per_update` and the forced thinking tokens (`RolloutSample.forced_mask`) in the trainer.
 
 Rewards are computed on the rollout side as each request finishes (`rl.actors.RolloutActor.rollout`); requests
 are spread over the engines by load (`rl.scheduler.EnginePool`); a crashed engine is restarted, gets the current
@@ -55,6 +60,8 @@ from core.config import write_resolved_config
 from core.metrics import MetricsLogger
 from core.run_dir import hold_run_dir
 from rl import algos
+from rl.advantage_estimators import ADVANTAGE_ESTIMATORS
+from rl.algo_extras import informative_groups
 from rl.actors import build_reward_router, ensure_ray, parse_cores
 from rl.checkpoint import latest_checkpoint, restore_grpo_checkpoint, save_grpo_checkpoint
 from rl.config import GRPOConfig
@@ -107,12 +114,22 @@ def grpo_step(cfg: GRPOConfig, step: int, rollout: RolloutSide, trainer: Trainer
         ahead[step] = rollout.generate(step)
         times.generate_s += ahead[step].time_generate_s
     batch = rollout.enforce_staleness(ahead.pop(step), trainer_version=step, max_staleness=k)
+    extra: dict[str, float] = {}
+    if cfg.algo.dynamic_sampling:  # DAPO: only groups with a signal, refilled with new prompts
+        t_dyn = time.perf_counter()
+        batch, extra = dynamic_sampling(cfg, batch, rollout)
+        times.generate_s += time.perf_counter() - t_dyn
     # 2. advantages
     t_adv = time.perf_counter()
     advantages, scored = compute_advantages(cfg, batch)
     # 3. update, launched on the trainer ranks ...
+    budget = cfg.rollout.thinking_token_budget > 0
+    forced = [s.forced_mask for s in batch.samples] if budget and cfg.algo.mask_forced_think_tokens else None
+    if budget:
+        extra["budget_hit_fraction"] = sum(s.budget_hit for s in batch.samples) / max(1, len(batch.samples))
+        extra["forced_think_tokens"] = float(sum(sum(s.forced_mask) for s in batch.samples))
     train_batch = build_batch([(s.prompt_ids, s.response_ids, s.response_logprobs) for s in batch.samples],
-                              advantages.tolist(), scored, pad_id)
+                              advantages.tolist(), scored, pad_id, forced=forced)
     t_launch = time.perf_counter()
     times.advantages_s = t_launch - t_adv
     train_ref = trainer.launch_train_step(train_batch)
@@ -122,7 +139,7 @@ def grpo_step(cfg: GRPOConfig, step: int, rollout: RolloutSide, trainer: Trainer
             ahead[later] = rollout.generate(later)
             times.overlap_s += ahead[later].time_generate_s
     t_wait = time.perf_counter()
-    train = trainer.wait(train_ref)
+    train = {**trainer.wait(train_ref), **extra}
     times.wait_update_s = time.perf_counter() - t_wait
     times.generate_s += times.overlap_s
     times.overlap_s = min(times.overlap_s, time.perf_counter() - t_launch)  # the part that ran beside the update
@@ -132,14 +149,68 @@ def grpo_step(cfg: GRPOConfig, step: int, rollout: RolloutSide, trainer: Trainer
     return StepResult(batch, train, version, sent, times)
 
 
+def dynamic_sampling(cfg: GRPOConfig, batch: RolloutBatch, rollout: RolloutSide) -> tuple[RolloutBatch, dict[str, float]]:
+    """DAPO's dynamic sampling (arXiv 2503.14476): drop the groups whose rewards are all equal (no advantage, no
+    signal: `rl.algo_extras.informative_groups`) and refill the step with NEW prompts until `prompts_per_step`
+    informative groups exist, at most `algo.dynamic_sampling_max_rounds` extra generation rounds; then the step
+    trains on what there is (every group, signal-free ones included, if none has a signal).
+
+    Refill round r of step s draws `step_prompts` with a seed derived from (seed, s, r) (`RolloutSide.generate`'s
+    `refill_round`), so a resumed run refills exactly as an uninterrupted one. The refill happens when the batch
+    is consumed (here, at the start of its step), with the engines' current weights: under `max_staleness: 1` the
+    batch generated ahead is filtered and refilled when its step comes, and the refill samples are fresher than it
+    (the staleness bound holds for them too)."""
+    target = cfg.prompts_per_step
+    useful = lambda g: bool(informative_groups([r.reward for r in g.rewards], [0] * len(g.rewards)))  # noqa: E731
+    kept = [g for g in batch.groups if useful(g)]
+    seen, rounds, extra_samples = len(batch.groups), 0, 0
+    while len(kept) < target and rounds < cfg.algo.dynamic_sampling_max_rounds:
+        rounds += 1
+        more = rollout.generate(batch.step, refill_round=rounds)
+        seen += len(more.groups)
+        extra_samples += len(more.samples)
+        batch.time_generate_s += more.time_generate_s
+        batch.time_reward_s += more.time_reward_s
+        kept += [g for g in more.groups if useful(g)]
+    informative = len(kept)
+    metrics = {"dynamic/filtered_fraction": 1.0 - informative / max(1, seen), "dynamic/extra_rounds": float(rounds),
+               "dynamic/extra_samples": float(extra_samples), "dynamic/informative_groups": float(min(informative, target))}
+    if kept:
+        batch.groups = kept[:target]
+    else:
+        print(f"[grpo] step {batch.step + 1}: dynamic sampling found no group with a signal in {rounds + 1} round(s); "
+              f"training on the first batch as it is", flush=True)
+    return batch, metrics
+
+
+def reward_components(rewards: list) -> torch.Tensor:
+    """[B, C] matrix of the samples' reward components, columns in sorted name order (a stable order whatever the
+    domains' order in the batch); a component a sample's reward lacks is 0 (another domain's: constant within the
+    group, so no advantage), a masked sample's row is NaN. No components at all: the reward itself, one column."""
+    names = sorted({n for r in rewards if r.reward is not None for n in (r.components or {})})
+    if not names:
+        return torch.tensor([[math.nan if r.reward is None else float(r.reward)] for r in rewards])
+    return torch.tensor([[math.nan] * len(names) if r.reward is None else [float(r.components.get(n, 0.0)) for n in names]
+                         for r in rewards])  # [B, C]
+
+
 def compute_advantages(cfg: GRPOConfig, batch: RolloutBatch) -> tuple[torch.Tensor, list[bool]]:
-    """Group-relative advantages (masked samples excluded), then per-source normalisation (report §2.3.6)."""
+    """Outcome advantages by `algo.adv_estimator` (masked samples excluded; `rl.advantage_estimators`; GDPO on the
+    reward components, `reward_components`), then per-source normalisation (report §2.3.6) with any of them."""
     rewards = batch.rewards
     group_ids = [gi for gi, g in enumerate(batch.groups) for _ in g.samples]
     sources = [g.prompt.source for g in batch.groups for _ in g.samples]
     values = torch.tensor([math.nan if r.reward is None else float(r.reward) for r in rewards])  # [B]
     scored = [r.reward is not None for r in rewards]
-    adv = algos.group_advantages(values, group_ids, norm_by_std=cfg.algo.norm_adv_by_std, eps=cfg.algo.adv_eps)  # [B]
+    name = cfg.algo.adv_estimator
+    if name == "grpo":  # today's path, exactly
+        adv = algos.group_advantages(values, group_ids, norm_by_std=cfg.algo.norm_adv_by_std, eps=cfg.algo.adv_eps)  # [B]
+    else:
+        token_counts = torch.tensor([float(len(s.response_ids)) for s in batch.samples])  # [B]
+        inputs = reward_components(rewards) if name == "gdpo" else values  # [B, C] or [B]
+        adv = ADVANTAGE_ESTIMATORS[name](inputs, group_ids, norm_by_std=cfg.algo.norm_adv_by_std, eps=cfg.algo.adv_eps,
+                                         token_counts=token_counts).float()  # [B]
+        adv = torch.where(torch.tensor(scored), adv, torch.zeros_like(adv))
     if cfg.algo.normalize_by_source and len(set(sources)) > 1:
         adv = algos.normalize_advantages_by_source(adv, sources, torch.tensor(scored))
     return adv, scored

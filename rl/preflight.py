@@ -91,7 +91,7 @@ def check_reward_models(cfg: GRPOConfig) -> None:
     needed: dict[str, str] = {}  # model -> the source that needs it
     for source, rows in load_sources(cfg.sources).items():
         for row in rows:
-            domain = rewards.resolve(row["data_source"], row.get("ability"))
+            domain = rewards.resolve(row["data_source"], row.get("ability"), row["reward_model"].get("style"))
             d = rewards.domains[domain]
             if d.pipeline == "rm":
                 needed.setdefault(d.rm_model, f"source {source!r}, domain {domain!r}")

@@ -56,6 +56,21 @@ class RolloutBatch:
         return [trainer_version - s.weight_version for s in self.samples]
 
 
+def refill_seed(seed: int, step: int, refill_round: int) -> int:
+    """The run seed of dynamic sampling's refill round r of step s: distinct per (seed, s, r), never the run's own.
+
+    >>> refill_seed(0, 3, 1) != refill_seed(0, 3, 2) != refill_seed(0, 3, 0) == 0
+    True
+    """
+    if refill_round == 0:
+        return seed
+    import hashlib
+
+    digest = hashlib.sha256(f"mixrl-refill:{seed}:{step}:{refill_round}".encode()).digest()
+    derived = int.from_bytes(digest[:4], "little") % (1 << 20)  # small: sampling seeds multiply it (`core.seeds`)
+    return derived + 1 if derived == seed else derived
+
+
 def stale_groups(groups: list[list[RolloutSample]], trainer_version: int, max_staleness: int) -> list[int]:
     """Indices of groups holding a sample drawn more than `max_staleness` weight versions ago."""
     return [gi for gi, g in enumerate(groups) if any(trainer_version - s.weight_version > max_staleness for s in g)]
@@ -66,7 +81,7 @@ def reward_template(prompt: StepPrompt, group_id: int) -> Sample:
     row = prompt.row
     return Sample(data_source=row["data_source"], response="", ground_truth=row["reward_model"]["ground_truth"],
                   ability=row.get("ability"), prompt=row["prompt"][-1]["content"], group_id=str(group_id),
-                  thinking=prompt.think, extra_info=row.get("extra_info"))
+                  thinking=prompt.think, extra_info=row.get("extra_info"), style=row["reward_model"].get("style"))
 
 
 class RolloutSide:
@@ -132,9 +147,13 @@ class RolloutSide:
         """The engine held-out evaluation runs on (it holds the current weights like every other)."""
         return self.pool.engines[0]
 
-    def generate(self, step: int, only: list[int] | None = None) -> RolloutBatch:
-        """The scored rollouts of step `step` (or only its groups `only`) with the engines' current weights."""
+    def generate(self, step: int, only: list[int] | None = None, refill_round: int = 0) -> RolloutBatch:
+        """The scored rollouts of step `step` (or only its groups `only`) with the engines' current weights.
+        `refill_round` r > 0: dynamic sampling's r-th refill of the step, new prompts and seeds drawn with the seed
+        `refill_seed(seed, step, r)` (a pure function, so resume is exact)."""
         cfg = self.cfg
+        if refill_round:
+            cfg = dataclasses.replace(cfg, seed=refill_seed(cfg.seed, step, refill_round))
         t0 = time.perf_counter()
         prompts = step_prompts(cfg, self.rows, step)
         chosen = list(range(len(prompts))) if only is None else list(only)
@@ -163,7 +182,7 @@ class RolloutSide:
         if self.length_router is None:
             self.length_router = RewardRouter(reward_config_from_dict(self.cfg.rewards))
         self.length_router.add_length_terms(
-            [dataclasses.replace(template, response=s.text, response_tokens=len(s.response_ids)) for s in samples], rewards, step)
+            [dataclasses.replace(template, response=s.text, response_tokens=len(s.response_ids), budget_hit=s.budget_hit) for s in samples], rewards, step)
 
     def enforce_staleness(self, batch: RolloutBatch, trainer_version: int, max_staleness: int) -> RolloutBatch:
         """Regenerate (with the current weights) every group older than `max_staleness` versions."""

@@ -2,9 +2,11 @@
 
 One `train_step(batch)`: reference logprobs (no grad), behaviour logprobs (see `AlgoConfig.behaviour_logprobs`:
 with one optimizer step per batch the training forward's own detached logprobs ARE the proximal policy's, so no
-extra pass runs; otherwise recomputed, or vLLM's), the truncated importance weights of stale samples
-(`AlgoConfig.off_policy_correction`), then `updates_per_step` optimizer steps over micro-batches with gradient
-accumulation, AdamW, grad-norm clipping and the warm-up/cosine schedule of `core.optim.lr_at`. Every phase is
+extra pass runs; otherwise recomputed, or vLLM's), the rollout correction of stale samples
+(`AlgoConfig.rollout_correction`: importance weights, and a keep-mask that takes rejected tokens out of the loss),
+then `updates_per_step` × `algo.mini_batches_per_update` optimizer steps (PPO epochs over mini-batches), each over
+micro-batches with gradient accumulation, with the policy loss `algo.policy_loss` (`rl.policy_losses`), AdamW,
+grad-norm clipping and the warm-up/cosine schedule of `core.optim.lr_at`. Every phase is
 timed (`time_reference_s`, `time_behaviour_s`, `time_train_s`, `time_trainer_s` = the whole call), so the
 driver's waits are true.
 
@@ -44,7 +46,10 @@ import torch.distributed as dist
 
 from core.device import autocast, full_value, resolve_device, resolve_dtype
 from rl import algos
-from rl.config import AlgoConfig, GRPOTrainerConfig
+from rl.algo_extras import minibatch_slices
+from rl.config import ROLLOUT_RS_OPTIONS, AlgoConfig, GRPOTrainerConfig, effective_correction
+from rl.policy_losses import POLICY_LOSSES
+from rl.rollout_correction import ROLLOUT_CORRECTIONS
 
 
 @dataclass
@@ -65,8 +70,16 @@ class TrainBatch:
 
 
 def build_batch(sequences: list[tuple[list[int], list[int], list[float]]], advantages: list[float], scored: list[bool],
-                pad_id: int) -> TrainBatch:
-    """Pad (prompt_ids, response_ids, response_logprobs) triples into a `TrainBatch`; unscored samples are masked."""
+                pad_id: int, forced: list[list[int]] | None = None) -> TrainBatch:
+    """Pad (prompt_ids, response_ids, response_logprobs) triples into a `TrainBatch`; unscored samples are masked.
+    `forced`: per sample, 1 on the response tokens vLLM forced (`RolloutSample.forced_mask`: the thinking budget ran
+    out); they leave the response mask, so they get no gradient and no importance ratio (the policy did not choose
+    them). None or an empty list = none forced.
+
+    >>> b = build_batch([([1], [2, 3, 4], [0.0] * 3)], [1.0], [True], pad_id=0, forced=[[0, 1, 0]])
+    >>> b.response_mask.tolist()
+    [[1.0, 0.0, 1.0]]
+    """
     width = max(len(p) + len(r) for p, r, _ in sequences)
     B = len(sequences)
     ids = torch.full((B, width), pad_id, dtype=torch.long)
@@ -80,6 +93,8 @@ def build_batch(sequences: list[tuple[list[int], list[int], list[float]]], advan
         if scored[i] and r:
             resp[i, len(p) - 1 : n - 1] = 1  # logits at position t predict token t+1
             lps[i, len(p) - 1 : n - 1] = torch.tensor(lp)
+            if forced is not None and forced[i] and any(forced[i]):
+                resp[i, len(p) - 1 : n - 1] *= 1 - torch.tensor(forced[i], dtype=resp.dtype)
     return TrainBatch(ids, attn, resp, lps, torch.tensor(advantages, dtype=torch.float32))
 
 
@@ -118,20 +133,34 @@ class BeforeUpdate:
     rollout_gap: float  # mean |trainer − vLLM| logprob on response tokens (0 when vLLM's are used directly)
     time_reference_s: float
     time_behaviour_s: float = 0.0
+    keep: torch.Tensor | None = None  # [B, T-1] the response mask after the correction's rejection (None = unchanged)
+    correction_metrics: dict = dataclasses.field(default_factory=dict)  # `rl.rollout_correction` metrics of the batch
+
+    def rows(self, sl: slice) -> "BeforeUpdate":
+        """The mini-batch `sl`'s share (tensors sliced by row; numbers kept)."""
+        cut = lambda t: None if t is None else t[sl]  # noqa: E731
+        return dataclasses.replace(self, reference=cut(self.reference), behaviour=cut(self.behaviour),
+                                   is_weights=cut(self.is_weights), keep=cut(self.keep))
 
 
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, micro_batch: int,
-                      with_entropy: bool = False, dtype: str = "float32") -> tuple[torch.Tensor, torch.Tensor | None]:
+                      with_entropy: bool = False, entropy_grad: bool = True,
+                      dtype: str = "float32") -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logprob of every next token [B, T-1] (and its entropy), computed in micro-batches on the inputs' device,
-    under `dtype` autocast (float32: none)."""
+    under `dtype` autocast (float32: none). One fp32 log-softmax serves both (`algos.token_logprobs` and
+    `algos.entropy_from_logits` compute the same numbers); `entropy_grad=False` keeps the entropy out of the
+    autograd graph (a metric only: no entropy bonus in the loss)."""
     out, ents = [], []
     for s in range(0, input_ids.shape[0], micro_batch):
         ids, attn = input_ids[s : s + micro_batch], attention_mask[s : s + micro_batch]
         with autocast(ids.device, dtype):
             logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1]  # [b, T-1, V]
-        out.append(algos.token_logprobs(logits, ids[:, 1:]))
+        logp_all = torch.log_softmax(logits.float(), dim=-1)  # [b, T-1, V]
+        out.append(logp_all.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1))  # [b, T-1]
         if with_entropy:
-            ents.append(algos.entropy_from_logits(logits))
+            with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+                src = logp_all if entropy_grad else logp_all.detach()
+                ents.append(-(src.exp() * src).sum(-1))  # [b, T-1]
     return torch.cat(out), (torch.cat(ents) if with_entropy else None)
 
 
@@ -246,10 +275,21 @@ class PolicyTrainer:
 
     def behaviour_source(self) -> str:
         """Where the PPO ratio's denominator comes from: "recompute", "rollout", or "training_forward" (the
-        training forward's own detached logprobs: `behaviour_logprobs: auto` with one optimizer step per batch)."""
+        training forward's own detached logprobs: `behaviour_logprobs: auto` with one optimizer step per batch).
+        More than one optimizer step per batch (updates_per_step × mini_batches_per_update) moves the weights away
+        from the proximal policy after the first, and a rejecting correction changes the token count the loss is
+        normalised by before the first micro-batch: both recompute."""
         if self.algo.behaviour_logprobs != "auto":
             return self.algo.behaviour_logprobs
-        return "recompute" if self.cfg.updates_per_step > 1 else "training_forward"
+        if self.cfg.updates_per_step * self.algo.mini_batches_per_update > 1:
+            return "recompute"
+        return "recompute" if effective_correction(self.algo)[0] in ROLLOUT_RS_OPTIONS else "training_forward"
+
+    def correct(self, proximal: torch.Tensor, behaviour: torch.Tensor, mask: torch.Tensor
+                ) -> tuple[torch.Tensor | None, torch.Tensor, dict[str, float]]:
+        """The run's rollout correction (`rl.config.effective_correction`): IS weights (or None), keep-mask, metrics."""
+        name, kwargs = effective_correction(self.algo)
+        return ROLLOUT_CORRECTIONS[name](proximal, behaviour, mask, **kwargs)
 
     def train_step(self, batch: TrainBatch) -> dict[str, float]:
         """Reference and behaviour logprobs, then `updates_per_step` optimizer steps. Returns metrics (over the
@@ -264,13 +304,28 @@ class PolicyTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         metrics: dict[str, float] = {}
-        for _ in range(self.cfg.updates_per_step):
-            metrics = self.optimizer_step(batch, before)
+        update = batch if before.keep is None else dataclasses.replace(batch, response_mask=before.keep)
+        # at most one mini-batch per sequence (dynamic sampling can leave a step fewer sequences than mini-batches);
+        # every rank holds the same number of rows (`shard_batch`), so every rank makes the same optimizer steps
+        n_mini = min(self.algo.mini_batches_per_update, batch.input_ids.shape[0])
+        slices = minibatch_slices(batch.input_ids.shape[0], n_mini) if n_mini > 1 else [None]
+        per_update: dict[str, float] = {}
+        for u in range(self.cfg.updates_per_step):
+            for i, sl in enumerate(slices):  # PPO mini-batches: one optimizer step each
+                part = (update, before) if sl is None else (update.rows(sl), before.rows(sl))
+                metrics = self.optimizer_step(*part)
+                if self.cfg.updates_per_step * len(slices) > 1:
+                    k = u * len(slices) + i
+                    per_update.update({f"update_{k}/{key}": metrics[key] for key in ("clip_fraction", "ppo_kl", "loss")
+                                       if key in metrics})
+        metrics.update(per_update)
         self.step += 1
         mask = batch.response_mask
         if before.is_weights is not None:
             metrics["is_weight_mean"] = self.group_masked_mean(before.is_weights, mask)
             metrics["is_weight_truncated_fraction"] = self.group_masked_mean((before.is_weights >= self.algo.tis_cap).float(), mask)
+        for key, value in before.correction_metrics.items():
+            metrics[f"rollout_correction/{key}"] = value
         if before.behaviour is not None:  # else the update measured the gap itself
             metrics["trainer_rollout_logprob_gap"] = before.rollout_gap
         [trained] = self.group_sum([float(mask.sum())])
@@ -310,10 +365,18 @@ class PolicyTrainer:
             old = batch.rollout_logprobs
         recompute = source == "recompute"
         gap = self.group_masked_mean((old - batch.rollout_logprobs).abs(), batch.response_mask) if recompute else 0.0
-        is_w = None
-        if self.algo.off_policy_correction == "tis" and recompute:
-            is_w = algos.truncated_importance_weights(old, batch.rollout_logprobs, self.algo.tis_cap)  # [B, T-1]
-        return BeforeUpdate(ref, old, is_w, gap, t1 - t0, time.perf_counter() - t1)
+        is_w, keep, corr = None, None, {}
+        if recompute and effective_correction(self.algo)[0] != "none":
+            is_w, kept, _ = self.correct(old, batch.rollout_logprobs, batch.response_mask)  # [B, T-1] each
+            if effective_correction(self.algo)[0] in ROLLOUT_RS_OPTIONS:
+                keep = kept  # rejected tokens leave the loss (the keep-mask replaces the response mask)
+                mask = batch.response_mask
+                rejected = (mask - keep).clamp(min=0)  # [B, T-1]
+                seqs = (mask.sum(-1) > 0).float()  # [B]
+                n_rej, n_seq = self.group_sum([float(((rejected.sum(-1) > 0).float() * seqs).sum()), float(seqs.sum())])
+                corr = {"masked_fraction": self.group_masked_mean(rejected, mask),
+                        "seq_masked_fraction": n_rej / max(n_seq, 1.0)}
+        return BeforeUpdate(ref, old, is_w, gap, t1 - t0, time.perf_counter() - t1, keep, corr)
 
     def optimizer_step(self, batch: TrainBatch, before: BeforeUpdate) -> dict[str, float]:
         """One optimizer step on the whole batch (the group's, when sharded), accumulated over micro-batches."""
@@ -322,7 +385,9 @@ class PolicyTrainer:
         total_tokens, total_seqs = (max(v, 1.0) for v in self.group_sum([float(mask.sum()), float((mask.sum(-1) > 0).sum())]))
         ref, old, is_w = before.reference, before.behaviour, before.is_weights
         own = old is None  # the proximal policy is this forward's own (detached) logprobs
-        correct = own and self.algo.off_policy_correction == "tis"
+        correct = own and effective_correction(self.algo)[0] != "none"
+        cap = self.algo.tis_cap
+        policy_loss = None if self.algo.policy_loss == "vanilla" else POLICY_LOSSES[self.algo.policy_loss]
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         vs_rollout = [0.0, 0.0, 0.0, 0.0]  # masked sums: |trainer - vLLM| logprob, IS weight, truncated, tokens
@@ -332,7 +397,7 @@ class PolicyTrainer:
             if m.sum() == 0 and not self.sharded:
                 continue
             logp, ent = sequence_logprobs(self.policy, batch.input_ids[sl], batch.attention_mask[sl], micro_batch=mb,
-                                          with_entropy=True, dtype=dtype)
+                                          with_entropy=True, entropy_grad=self.algo.entropy_coef != 0, dtype=dtype)
             if m.sum() == 0:  # a sharded rank still runs forward and backward: FSDP's collectives need every rank
                 (logp.sum() * 0.0).backward()
                 continue
@@ -340,16 +405,18 @@ class PolicyTrainer:
             if own:
                 behaviour = batch.rollout_logprobs[sl]
                 vs_rollout[0] += float(((old_mb - behaviour).abs() * m).sum())
-                if correct:
-                    is_mb = algos.truncated_importance_weights(old_mb, behaviour, self.algo.tis_cap)  # [b, T-1]
+                if correct:  # no rejection here (a rejecting correction recomputes): weights only
+                    is_mb, _, _ = self.correct(old_mb, behaviour, m)  # [b, T-1]
+                if is_mb is not None:
                     vs_rollout[1] += float((is_mb * m).sum())
-                    vs_rollout[2] += float(((is_mb >= self.algo.tis_cap).float() * m).sum())
+                    vs_rollout[2] += float(((is_mb >= cap).float() * m).sum())
                 vs_rollout[3] += float(m.sum())
             loss, mets = algos.grpo_loss(
                 logp, old_mb, None if ref is None else ref[sl], batch.advantages[sl], m,
                 clip_low=self.algo.clip_ratio_low, clip_high=self.algo.clip_ratio_high, clip_ratio_c=self.algo.clip_ratio_c,
                 kl_coef=self.algo.kl_coef, kl_estimator=self.algo.kl_estimator, agg_mode=self.algo.loss_agg_mode,
-                horizon=mask.shape[-1], entropy=ent, entropy_coef=self.algo.entropy_coef, is_weights=is_mb)
+                horizon=mask.shape[-1], entropy=ent, entropy_coef=self.algo.entropy_coef, is_weights=is_mb,
+                policy_loss=policy_loss, policy_loss_extra=dict(self.algo.policy_loss_extra) or None)
             # the micro-batch's share of the whole batch, so accumulated gradients summed over ranks equal the whole
             # batch's; FSDP averages over ranks, hence the world size (gloo has no pre-multiplied sum to avoid it)
             weight = float(m.sum()) / total_tokens if self.algo.loss_agg_mode == "token-mean" else float((m.sum(-1) > 0).sum()) / total_seqs

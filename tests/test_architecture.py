@@ -32,7 +32,7 @@ PACKAGES = sorted(ALLOWED)
 PURE = ["rl/algos.py", "rl/policy_losses.py", "rl/advantage_estimators.py", "rl/rollout_correction.py",
         "rl/algo_extras.py", "rl/presets.py", "rl/prompts.py", "rl/placement.py", "core/seeds.py", "core/optim.py",
         "rewards/extract.py", "rewards/exact.py", "rewards/format.py", "rewards/repetition.py", "rewards/length.py",
-        "sandbox/spec.py"]
+        "rewards/critique.py", "rewards/summary.py", "sandbox/spec.py"]
 ORCHESTRATION = {"ray", "vllm", "grpc", "http", "socketserver", "subprocess"}
 
 

@@ -9,7 +9,7 @@ re-validated by `core.data` after writing, so a generator producing a bad row fa
 the trainer.
 
 >>> sorted(DOMAINS)
-['chat', 'code', 'ifeval', 'math']
+['chat', 'code', 'ifeval', 'math', 'stem', 'summary']
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from mixrl.data.chat_prompts import generate_chat
 from mixrl.data.code_problems import generate_code
 from mixrl.data.ifeval_prompts import generate_ifeval
 from mixrl.data.math_problems import generate_math
+from mixrl.data.stem_problems import generate_stem
+from mixrl.data.summary_tasks import generate_summary
 
 Generator = Callable[[int, str, int], list[dict[str, Any]]]  # (num_rows, split, seed) -> rows
 
@@ -38,6 +40,8 @@ DOMAINS: dict[str, Generator] = {
     "code": generate_code,
     "ifeval": generate_ifeval,
     "chat": generate_chat,
+    "stem": generate_stem,
+    "summary": generate_summary,
 }
 
 

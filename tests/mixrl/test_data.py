@@ -21,7 +21,8 @@ from mixrl.data.synthetic import DOMAINS, generate_datasets, main
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN, TEST = 400, 120
-LEVELS = {"math": {1, 2, 3, 4}, "code": {1, 2, 3}, "ifeval": {1, 2, 3}, "chat": {1, 2, 3}}
+LEVELS = {"math": {1, 2, 3, 4}, "code": {1, 2, 3}, "ifeval": {1, 2, 3}, "chat": {1, 2, 3}, "stem": {1, 2, 3},
+          "summary": {1, 2, 3}}
 COMMON_EXTRA = {"split", "index", "difficulty", "reasoning", "response"}
 
 
@@ -153,7 +154,7 @@ def test_generate_datasets_writes_every_split_and_format(tmp_path: Path, generat
 def test_generate_datasets_subset_and_unknown_domain(tmp_path: Path) -> None:
     paths = generate_datasets(tmp_path, 8, 4, seed=3, domains=["math"])
     assert list(paths) == ["math"] and not (tmp_path / "code").exists()
-    valid = r"valid: \['chat', 'code', 'ifeval', 'math'\]"
+    valid = r"valid: \['chat', 'code', 'ifeval', 'math', 'stem', 'summary'\]"
     with pytest.raises(ValueError, match=r"unknown domain\(s\) \['poetry'\]; " + valid):
         generate_datasets(tmp_path, 8, 4, domains=["math", "poetry"])
 
