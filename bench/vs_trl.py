@@ -141,7 +141,7 @@ def _tree_rss_mb(pid: int) -> float:
     for p in procs:
         try:
             total += p.memory_info().rss
-        except psutil.NoSuchProcess:
+        except psutil.NoSuchProcess:  # exited between listing and reading: it holds no memory now
             pass
     return total / 2**20
 

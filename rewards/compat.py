@@ -183,7 +183,7 @@ def make_trl_reward(
 
 
 class _BadRequest(ValueError):
-    pass
+    """Input the server answers with 400 and this message (it stays up)."""
 
 
 REWARDS_TOKEN_ENV = "MIXRL_REWARDS_TOKEN"
@@ -323,7 +323,7 @@ def serve_rewards(
     print(f"mixrl rewards: serving OpenRLHF /get_reward on {server.url}", flush=True)
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C ends `serve-rewards` quietly; the socket closes below
         pass
     finally:
         server.server_close()

@@ -98,11 +98,11 @@ _BINARY_START = re.compile(r"^\s*(?:[+*/]|-\s)")
 
 
 class _ParseError(ValueError):
-    pass
+    """The text of a step is not arithmetic this parser reads: the step is skipped, never counted wrong."""
 
 
 class _Undefined(ArithmeticError):
-    pass
+    """A step divides by zero: it is a wrong step."""
 
 
 def _tokens(text: str) -> list[str]:

@@ -51,12 +51,12 @@ def remove_cgroup_tree(path: str, timeout_s: float = 2.0) -> bool:
                 for pid in pids:
                     try:
                         os.kill(pid, signal.SIGKILL)
-                    except OSError:
+                    except OSError:  # already exited: nothing left to kill
                         pass
                 break
             try:
                 os.rmdir(root)
-            except OSError:
+            except OSError:  # still busy or gone: the loop retries until the deadline
                 pass
         if not os.path.isdir(path) or time.monotonic() > end:
             break

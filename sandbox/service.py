@@ -228,7 +228,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, *, token: str | None = None
     log.warning("sandbox service on %s (isolation: %s)", server.url, service.sandbox.report.to_dict())
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C ends `serve-sandbox` quietly; cleanup runs below
         pass
     finally:
         server.server_close()
