@@ -17,7 +17,7 @@ SYS_STAMP := $(VENV)/.mixrl-system-deps
 APT_PACKAGES := etcd-server bubblewrap
 PYTEST_ARGS ?=
 
-.PHONY: install quickstart test bench clean
+.PHONY: install quickstart test bench base-checkpoint clean
 
 install: $(PY_STAMP) $(SYS_STAMP)
 
@@ -49,6 +49,13 @@ $(SYS_STAMP):
 
 quickstart: install
 	$(VENV)/bin/mixrl quickstart --recipe recipes/quickstart.yaml
+
+# Rebuild the quickstart's shipped base checkpoint (mixrl/assets/base_tiny, with its manifest) by the quickstart's own
+# from-scratch pretraining and SFT: fixed step counts, fp32, so every machine builds the same model (~25 min, 2 cores).
+base-checkpoint: install
+	rm -rf runs/base_build
+	$(VENV)/bin/mixrl quickstart --recipe recipes/quickstart.yaml from_scratch=true run_root=runs/base_build grpo.max_steps=0 reward_model.instances=0
+	$(PY) -m mixrl.base_checkpoint pack runs/base_build
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -105,7 +105,7 @@ def phase_times(rows: list[dict]) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workload", choices=["peer", "longtail", "quickstart"], default="peer")
-    ap.add_argument("--model", default="runs/quickstart/sft/final", help="--workload quickstart: the SFT checkpoint")
+    ap.add_argument("--model", default="mixrl/assets/base_tiny", help="--workload quickstart: the SFT checkpoint")
     ap.add_argument("--data", default="runs/quickstart/data", help="--workload quickstart: the datasets")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2, help="steps left out of the means (start-up, the pipeline filling)")

@@ -1,7 +1,7 @@
 """Load-balance benchmark: continuous dispatch across vLLM engines vs a static even split, on a long-tail workload.
 
 Run:
-    .venv/bin/python bench/load_balance.py [--engines 2] [--model runs/quickstart/sft/final] [--layouts shuffled,by_source]
+    .venv/bin/python bench/load_balance.py [--engines 2] [--model mixrl/assets/base_tiny] [--layouts shuffled,by_source]
 
 N real vLLM-CPU rollout actors (`rl.actors.RolloutActor`, engine i on core i mod cores, `--pin`) generate the same
 items under each policy of `rl.scheduler.EnginePool`: "static" (contiguous even chunks, all submitted at once),
@@ -13,7 +13,7 @@ step's prompts come source by source). One item is one prompt's group of `--samp
 small warm-up batch runs first; then the policies run in turn, `--repeats` times, and the median wall time
 counts. Prints one JSON object on stdout: per layout and policy wall seconds, response tokens/s, per-engine
 idle (bubble) fraction and items, and the throughput ratio of each continuous policy over static.
-Default model: `runs/quickstart/sft/final` if it exists, else a ~0.1M-parameter random Qwen2 built here.
+Default model: `mixrl/assets/base_tiny` if it exists, else a ~0.1M-parameter random Qwen2 built here.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout carries only the JSON
 
-DEFAULT_MODEL = "runs/quickstart/sft/final"
+DEFAULT_MODEL = "mixrl/assets/base_tiny"
 
 
 def build_tiny(root: Path) -> str:

@@ -1,16 +1,16 @@
 """Every algorithm preset (`algo.preset`: dapo, dr_grpo, gspo, cispo; `rl/presets.py`) trains the quickstart's model
-for a few steps without error, beside the default objective measured in the same run.
+for a few steps without error, beside the default objective, and the default objective with PPO mini-batches
+(clipping fires only there: with one optimizer step per batch the ratio is 1), measured in the same run.
 
 Run:
-    .venv/bin/python bench/presets.py                    # 10 steps each, the quickstart's SFT checkpoint
-    .venv/bin/python bench/presets.py --steps 3 --presets dapo gspo
-    options: [--model runs/quickstart/sft/final --data runs/quickstart/data] [--prompts 8]
+    .venv/bin/python bench/presets.py                    # 10 steps each, the quickstart's shipped base checkpoint
+    .venv/bin/python bench/presets.py --steps 3 --presets dapo gspo --minibatches 0
+    options: [--model mixrl/assets/base_tiny --data runs/quickstart/data] [--prompts 8] [--minibatches 4]
 
-Each preset is one `mixrl train` run of recipes/grpo_math_tiny.yaml's workload (its own process, Ray session and
-vLLM engine), with `algo.preset` set and nothing else changed. Without `make quickstart`'s checkpoint a tiny one is
-built first under .bench/presets (synthetic data and a short pretraining run, as tests/rl/conftest.py does): the
-bench then checks the wiring, not learning. Prints one JSON object on stdout: per preset whether it ran, its steps,
-mean reward of the first and last step, clip fraction, dynamic-sampling metrics (dapo) and seconds per step.
+Each run is one `mixrl train` of recipes/grpo_math_tiny.yaml's workload (its own process, Ray session and vLLM
+engine), with `algo.preset` (or `algo.mini_batches_per_update`) set and nothing else changed; the quickstart's
+synthetic data is generated first when missing. Prints one JSON object on stdout: per run whether it ran, its
+steps, mean reward of the first and last step, clip fraction, dynamic-sampling metrics (dapo) and s/step.
 """
 
 from __future__ import annotations
@@ -29,36 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def tiny_checkpoint(root: Path) -> tuple[str, str]:
-    """(model folder, data folder) of a tiny pretrained Qwen2 on synthetic data, built once under `root`."""
-    import dataclasses
-
-    from core.sections import ModelConfig, SyntheticDataConfig
-    from mixrl.data.synthetic import ensure_datasets
-    from sft.config import PackedTrainConfig, PretrainConfig, TokenizerConfig
-    from sft.pretrain import run_pretrain
-
-    marker = root / "checkpoint.json"
-    if marker.exists():
-        got = json.loads(marker.read_text())
-        return got["model"], got["data"]
-    cfg = PretrainConfig(
-        run_dir=str(root / "pretrain"),
-        data=SyntheticDataConfig(out_dir=str(root / "data"), train_rows={"math": 300}, test_rows_per_domain=20),
-        tokenizer=TokenizerConfig(vocab_size=400, training_docs=400),
-        model=ModelConfig(hidden_size=64, num_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                          intermediate_size=128, max_position_embeddings=512),
-        train=PackedTrainConfig(max_steps=15, sequence_tokens=256, rows_per_step=4, log_every_steps=100))
-    cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr_warmup_steps=2))
-    ensure_datasets(cfg.data)
-    model = run_pretrain(cfg)["checkpoint"]
-    marker.write_text(json.dumps({"model": model, "data": str(root / "data")}))
-    return model, str(root / "data")
-
-
 def recipe(model: str, data: str, run_dir: Path, preset: str, args) -> dict:
     algo = {"kl_coef": 0.01, "kl_estimator": "k3"}
-    if preset:
+    if preset.startswith("minibatches"):
+        algo["mini_batches_per_update"] = args.minibatches
+    elif preset:
         algo = {"preset": preset}  # the preset alone decides the objective
     return {"run_dir": str(run_dir), "model_path": model, "seed": 0, "max_steps": args.steps, "max_staleness": 1,
             "sources": [{"name": "math", "path": f"{data}/math/train.parquet", "mode": "think"}],
@@ -92,26 +67,25 @@ def run_preset(model: str, data: str, tmp: Path, preset: str, args) -> dict:
 
 
 def main() -> None:
+    from mixrl.data.synthetic import ensure_quickstart_data
     from rl.presets import PRESETS
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--prompts", type=int, default=8, help="prompts per step")
     ap.add_argument("--presets", nargs="*", default=["", *sorted(PRESETS)], help='"" = the default objective')
-    ap.add_argument("--model", default="runs/quickstart/sft/final")
+    ap.add_argument("--model", default="mixrl/assets/base_tiny")
     ap.add_argument("--data", default="runs/quickstart/data")
+    ap.add_argument("--minibatches", type=int, default=4, help="also the default objective with this many PPO "
+                    "mini-batches per update (0 = not)")
     args = ap.parse_args()
     model, data = args.model, args.data
-    built = not Path(model).exists()
-    if built:
-        print(f"[bench] {model}: no quickstart checkpoint; building a tiny one", file=sys.stderr, flush=True)
-        root = ROOT / ".bench" / "presets"
-        root.mkdir(parents=True, exist_ok=True)
-        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON only
-            model, data = tiny_checkpoint(root)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON only
+        ensure_quickstart_data([f"{data}/math/train.parquet"])
+    runs = args.presets + ([f"minibatches{args.minibatches}"] if args.minibatches > 1 else [])
     with tempfile.TemporaryDirectory() as tmp:
-        results = {p or "default": run_preset(model, data, Path(tmp), p, args) for p in args.presets}
-    print(json.dumps({"model": model, "tiny_checkpoint_built": built, "steps": args.steps, "presets": results}, indent=1))
+        results = {p or "default": run_preset(model, data, Path(tmp), p, args) for p in runs}
+    print(json.dumps({"model": model, "steps": args.steps, "presets": results}, indent=1))
     if not all(r["ok"] for r in results.values()):
         raise SystemExit(1)
 

@@ -133,6 +133,9 @@ class RolloutEngine:
         self.weight_version = 0
 
     async def start(self) -> None:
+        from core.quiet_logs import quiet_vllm_logging
+
+        quiet_vllm_logging()  # before vllm's first import in this process (and in the engine core it starts)
         if self.cpu_bind:  # vLLM-CPU's OpenMP threads on exactly these cores (the placement split of a recipe)
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = self.cpu_bind
             os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"

@@ -15,6 +15,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from torch.utils.tensorboard import SummaryWriter
 
@@ -22,9 +23,11 @@ from core.plots import plot_curves
 
 
 class MetricsLogger:
-    """Writes every step to TensorBoard (`run_dir/tb`) and `run_dir/metrics.jsonl`; prints every `print_every`."""
+    """Writes every step to TensorBoard (`run_dir/tb`) and `run_dir/metrics.jsonl`; prints every `print_every`:
+    every metric, or what `console` picks from them (a compact line; the files keep everything)."""
 
-    def __init__(self, run_dir: str | Path, *, stage: str, total_steps: int, print_every: int = 20):
+    def __init__(self, run_dir: str | Path, *, stage: str, total_steps: int, print_every: int = 20,
+                 console: Callable[[dict[str, float]], dict[str, str]] | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.stage = stage
@@ -36,6 +39,7 @@ class MetricsLogger:
         self.tokens = 0
         self.history: dict[str, list[tuple[int, float]]] = {}
         self.trimmed = False
+        self.console = console
 
     def _drop_from(self, step: int) -> None:
         """Drop this stage's rows at `step` or later (logged by a run this one resumes); keep the rest in history."""
@@ -76,7 +80,8 @@ class MetricsLogger:
         self.jsonl.flush()
         if step % self.print_every == 0 or step == self.total_steps:
             eta = elapsed / max(step, 1) * max(self.total_steps - step, 0)
-            shown = "  ".join(f"{k} {_fmt(v)}" for k, v in metrics.items())
+            picked = self.console(metrics) if self.console else {k: _fmt(v) for k, v in metrics.items()}
+            shown = "  ".join(f"{k} {v}" for k, v in picked.items())
             print(f"[{self.stage}] step {step}/{self.total_steps}  {shown}  elapsed {elapsed:.0f}s  eta {eta:.0f}s", file=sys.stderr, flush=True)
 
     def plot(self, keys: list[str], path: str | Path | None = None) -> Path | None:

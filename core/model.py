@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+from transformers.utils import logging as transformers_logging
 
 from core.sections import ModelConfig
 from core.tokenizer import ENDOFTEXT, IM_END, single_token_id
@@ -71,7 +72,11 @@ def save_checkpoint(model, tokenizer, path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, *, dtype: str = "float32"):
-    """Load (model, tokenizer) from a Hugging Face folder or hub id."""
+    """Load (model, tokenizer) from a Hugging Face folder or hub id (no per-tensor progress bar unless verbose)."""
+    from core.quiet_logs import verbose
+
+    if not verbose():
+        transformers_logging.disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=TORCH_DTYPES[dtype])
     return model, tokenizer

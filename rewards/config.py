@@ -48,6 +48,9 @@ class DomainConfig:
         correctness. The free-form judge domain sets 0.5 (its verdicts are 1/0).
     code_timeout_s: per-test time limit passed to the sandbox.
     critique: the numerical-step critique as a factor or a term of the rule reward (`rewards.critique`).
+    budget_hit_penalty: subtracted from the reward of a sample whose thinking budget ran out (vLLM forced
+        ``</think>``: `Sample.budget_hit`), kept as the ``budget_hit`` component; 0 = no penalty. Teaches the
+        policy to close its thinking within the budget instead of being cut off.
     """
 
     pipeline: str = "answer"
@@ -63,12 +66,15 @@ class DomainConfig:
     rm_correct_threshold: float | None = None
     code_timeout_s: float = 10.0
     critique: CritiqueConfig = field(default_factory=CritiqueConfig)
+    budget_hit_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         if self.pipeline not in PIPELINES:
             raise ValueError(f"pipeline must be one of {PIPELINES}, got {self.pipeline!r}")
         if self.ifeval_mode not in ("all", "fraction"):
             raise ValueError(f"ifeval_mode must be 'all' or 'fraction', got {self.ifeval_mode!r}")
+        if not 0.0 <= self.budget_hit_penalty < float("inf"):
+            raise ValueError(f"budget_hit_penalty must be finite and >= 0, got {self.budget_hit_penalty!r}")
 
 
 _NO_LENGTH = LengthConfig(group_overlong=False)
@@ -218,7 +224,7 @@ def reward_config_from_dict(data: Mapping[str, Any] | None) -> RewardConfig:
     >>> reward_config_from_dict({"domains": {"math": {"lenght": {}}}})
     Traceback (most recent call last):
     ...
-    KeyError: "unknown key rewards.domains.math.lenght; valid keys: ['apply_coefficients', 'code_timeout_s', 'critique', 'extractors', 'format', 'ifeval_loose', 'ifeval_mode', 'length', 'pipeline', 'repetition', 'rm_correct_threshold', 'rm_model', 'timeout_is_incorrect']"
+    KeyError: "unknown key rewards.domains.math.lenght; valid keys: ['apply_coefficients', 'budget_hit_penalty', 'code_timeout_s', 'critique', 'extractors', 'format', 'ifeval_loose', 'ifeval_mode', 'length', 'pipeline', 'repetition', 'rm_correct_threshold', 'rm_model', 'timeout_is_incorrect']"
     """
     data = dict(data or {})
     valid = {"domains", "routes", "route_prefixes", "abilities", "styles"}

@@ -262,6 +262,9 @@ class RewardRouter:
             components.update(terms)
             if critique.first_wrong is not None:
                 details["critique_first_wrong"] = f"line {critique.first_wrong.line}: {critique.first_wrong.text}"
+        if sample.budget_hit and cfg.budget_hit_penalty:
+            components["budget_hit"] = -cfg.budget_hit_penalty
+            rule -= cfg.budget_hit_penalty
         components["rule"] = rule
         return RewardResult(rule, components, details, None, domain)
 

@@ -32,7 +32,7 @@ class Sample:
     style: ``reward_model.style`` (``rule``, ``model``...); routes a sample whose data_source has no route
         (``model`` → the free-form judge, `rewards.config.default_styles`).
     budget_hit: vLLM's thinking budget ran out and it forced ``</think>`` (those tokens are not the policy's);
-        custom rewards may penalise it (the rule pipelines do not look at it).
+        a domain's ``budget_hit_penalty`` is subtracted from its reward (`rewards.config.DomainConfig`).
     """
 
     data_source: str

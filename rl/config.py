@@ -149,6 +149,12 @@ class GRPOEvalConfig:
     max_response_tokens: int = 64
     samples: int = 1  # > 1: also mean@k, the mean accuracy of k samples per prompt at `temperature`
     temperature: float = 1.0
+    # true: evaluate EVERY source on its own held-out split (its path with train -> test), filtered and in the thinking
+    # mode of the source, `prompts` per source, scored by the run's reward router: the answer verdict for verifiable
+    # domains (math, code through the sandbox, IFEval, STEM), the mean score for reward-model domains (chat).
+    # Metrics heldout/<source>/greedy and heldout/<source>/mean@k; `path`, `difficulties`, `prompt_pattern` and
+    # `mode` above are then unused.
+    per_source: bool = False
 
 
 @dataclass
@@ -224,6 +230,10 @@ class GRPOConfig:
     checkpoint_every_steps: int = 0  # a training-state checkpoint every N steps and at the end; 0 = only at the end
     keep_checkpoints: int = 2
     log_every_steps: int = 1
+    # the console's step line: "compact" = step/total, reward (per domain when several), accuracy, KL, entropy,
+    # response length, s/step and ETA (`rl.grpo.compact_console`); "full" = every metric. The JSONL file and
+    # TensorBoard always get every metric.
+    console: Literal["compact", "full"] = "compact"
     ray: RayConfig = field(default_factory=RayConfig)
 
 

@@ -58,6 +58,7 @@ import torch
 
 from core.config import write_resolved_config
 from core.metrics import MetricsLogger
+from core.plots import plot_before_after, plot_panels
 from core.run_dir import hold_run_dir
 from rl import algos
 from rl.advantage_estimators import ADVANTAGE_ESTIMATORS
@@ -65,7 +66,7 @@ from rl.algo_extras import informative_groups
 from rl.actors import build_reward_router, ensure_ray, parse_cores
 from rl.checkpoint import latest_checkpoint, restore_grpo_checkpoint, save_grpo_checkpoint
 from rl.config import GRPOConfig
-from rl.heldout import evaluate_heldout
+from rl.heldout import check_heldout, evaluate_heldout, heldout_table
 from rl.preflight import preflight
 from rl.placement import SplitAdvice, recommend_split
 from rl.prompts import load_sources
@@ -73,7 +74,15 @@ from rl.rollout import RolloutBatch, RolloutSide
 from rl.trainer import build_batch
 from rl.trainer_group import TrainerGroup, check_ray_placement
 
-CURVES = ["reward", "accuracy", "kl", "entropy", "response_tokens_mean", "grad_norm", "time_step_s", "staleness_mean"]
+# RUN_DIR/grpo_curves.png: one panel each, per-domain lines overlaid (`core.plots.plot_panels`)
+CURVE_PANELS = {
+    "reward (all, per domain)": ["reward", "reward/*"],
+    "accuracy (all, per domain; held-out)": ["accuracy", "accuracy/*", "heldout_accuracy", "heldout_mean_at_*"],
+    "response tokens (mean)": ["response_tokens_mean"],
+    "KL to the reference": ["kl"],
+    "entropy": ["entropy"],
+    "seconds per phase": ["time_step_s", "time_generate_s", "time_trainer_s", "time_reward_s", "time_sync_s"],
+}
 
 
 @dataclass
@@ -268,6 +277,26 @@ def reward_metrics(batch: RolloutBatch) -> dict[str, float]:
     return out
 
 
+def compact_console(metrics: dict[str, float]) -> dict[str, str]:
+    """The step line a person watches: reward (and per domain when the run mixes several), accuracy, KL, entropy,
+    mean response length, masked samples when any, and s/step; `MetricsLogger` adds step/total, elapsed and ETA.
+
+    >>> compact_console({"reward": 0.5, "reward/math": 0.6, "reward/code": 0.4, "accuracy": 0.5, "kl": 0.01,
+    ...                  "entropy": 0.3, "response_tokens_mean": 40.0, "time_step_s": 3.2, "pg_loss": 0.1})
+    {'reward': '0.500', 'code': '0.400', 'math': '0.600', 'acc': '0.500', 'kl': '0.0100', 'entropy': '0.300', 'len': '40', 's/step': '3.2'}
+    """
+    shown = {"reward": f"{metrics['reward']:.3f}"}
+    domains = sorted(k.split("/", 1)[1] for k in metrics if k.startswith("reward/"))
+    if len(domains) > 1:
+        shown.update({d: f"{metrics['reward/' + d]:.3f}" for d in domains})
+    for key, label, fmt in (("accuracy", "acc", "{:.3f}"), ("kl", "kl", "{:.4f}"), ("entropy", "entropy", "{:.3f}"),
+                            ("response_tokens_mean", "len", "{:.0f}"), ("masked_samples", "masked", "{:.0f}"),
+                            ("time_step_s", "s/step", "{:.1f}")):
+        if key in metrics and (key != "masked_samples" or metrics[key] > 0):
+            shown[label] = fmt.format(metrics[key])
+    return shown
+
+
 def step_metrics(result: StepResult) -> dict[str, float]:
     """Everything logged for a step: rewards, the trainer's metrics, timing, staleness, dispatch."""
     batch, train, t = result.batch, result.train, result.times
@@ -311,6 +340,7 @@ def _run_grpo(cfg: GRPOConfig, rollout) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_resolved_config(cfg, run_dir)
     rows = load_sources(cfg.sources)  # fail here, before Ray and engines start, on bad data ...
+    check_heldout(cfg, rows)
     build_reward_router(cfg).close()  # ... or a bad reward config (preflight checked the rest)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
     ensure_ray(cfg)
@@ -327,12 +357,13 @@ def _run_grpo(cfg: GRPOConfig, rollout) -> dict:
     stop = min(cfg.max_steps, start_step + cfg.stop_after_steps) if cfg.stop_after_steps else cfg.max_steps
     summary: dict = {"run_dir": str(run_dir), "start_step": start_step, "max_staleness": cfg.max_staleness,
                      "startup_s": round(summary_startup_s, 2)}
-    before = evaluate_heldout(cfg, side.eval_engine, tokenizer) if start_step == 0 else None
+    before = evaluate_heldout(cfg, side.eval_engine, tokenizer, side.rows) if start_step == 0 else None
     if before:
         summary.update({f"{k}_before": v for k, v in before.items()})
         print(f"[grpo] held-out before: {json.dumps(before)}", flush=True)
     measured: list[dict] = []
-    with MetricsLogger(run_dir, stage="grpo", total_steps=cfg.max_steps, print_every=cfg.log_every_steps) as log:
+    console = compact_console if cfg.console == "compact" else None
+    with MetricsLogger(run_dir, stage="grpo", total_steps=cfg.max_steps, print_every=cfg.log_every_steps, console=console) as log:
         for step in range(start_step, stop):
             result = grpo_step(cfg, step, side, trainer, ahead, stop, tokenizer.pad_token_id)
             version, done = result.version, step + 1
@@ -342,15 +373,18 @@ def _run_grpo(cfg: GRPOConfig, rollout) -> dict:
                 print(f"[grpo] placement: {advice.message(metrics['time_step_s'])}", flush=True)
                 summary["placement_advice"] = dataclasses.asdict(advice) | {"best": advice.best}
             if cfg.eval.prompts and cfg.eval.every_steps and done % cfg.eval.every_steps == 0 and done != cfg.max_steps:
-                metrics.update(evaluate_heldout(cfg, side.eval_engine, tokenizer) or {})
+                metrics.update(evaluate_heldout(cfg, side.eval_engine, tokenizer, side.rows) or {})
             log.log(done, metrics, tokens=sum(len(s.response_ids) for s in result.batch.samples))
             if done == stop or (cfg.checkpoint_every_steps and done % cfg.checkpoint_every_steps == 0):
                 save_grpo_checkpoint(cfg, trainer, done, ahead)
-        log.plot(CURVES)
-    after = evaluate_heldout(cfg, side.eval_engine, tokenizer) if stop == cfg.max_steps else None
+        plot_panels(log.history, CURVE_PANELS, run_dir / "grpo_curves.png", title=f"GRPO {run_dir.name}")
+    after = evaluate_heldout(cfg, side.eval_engine, tokenizer, side.rows) if stop == cfg.max_steps else None
     if after:
         summary.update({f"{k}_after": v for k, v in after.items()})
         print(f"[grpo] held-out after: {json.dumps(after)}", flush=True)
+        if before:
+            plot_before_after(heldout_table(summary), run_dir / "heldout_before_after.png",
+                              title="held-out accuracy (RM score for chat) before / after GRPO")
     summary.update({"steps": stop, "weight_version": version, "checkpoint": str(latest_checkpoint(run_dir)),
                     "parameter_checksum": trainer.parameter_checksum()})
     t_end = time.perf_counter()

@@ -1,28 +1,40 @@
 """Held-out accuracy of the policy during a GRPO run, through a rollout engine holding the current weights.
 
-Scored like `mixrl eval` (the answer verdict of `rewards.verdict.score_response`): greedy, and with
-`eval.samples` > 1 also mean@k, the mean accuracy of k samples per prompt at `eval.temperature` (a lower-variance
-estimate of the sampling policy's accuracy).
+One slice (`eval.path`): scored like `mixrl eval` (the answer verdict of `rewards.verdict.score_response`),
+greedy, and with `eval.samples` > 1 also mean@k, the mean accuracy of k samples per prompt at `eval.temperature`
+(a lower-variance estimate of the sampling policy's accuracy).
+
+Every source (`eval.per_source`): each source's own test split, filtered and in the thinking mode of the source,
+without any prompt the source trains on, generated AND scored on the engine's actor by the run's reward router
+(`RolloutActor.rollout`): code goes through the sandbox, chat through the reward-model service. The value of a
+sample is its answer verdict (1/0) where the domain has one, else its reward (a reward model's score); masked
+samples (a verdict that could not be computed) are left out, never counted as wrong.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 from core.chat import render_prompt
-from core.data import load_rows
+from core.data import DataError, load_rows
 from core.engine import SamplingSettings
 from core.seeds import eval_sampling_seed
 from rewards.verdict import score_response
-from rl.config import GRPOConfig
-from rl.prompts import filter_rows
+from rl.config import GRPOConfig, GRPOSource
+from rl.prompts import StepPrompt, filter_rows
 
 
-def evaluate_heldout(cfg: GRPOConfig, engine, tokenizer) -> dict[str, float] | None:
-    """{"heldout_accuracy", "heldout_prompts", "heldout_mean_at_K"} with `engine` (a rollout actor); None when
-    the recipe asks for no evaluation."""
+def evaluate_heldout(cfg: GRPOConfig, engine, tokenizer, train_rows: dict[str, list[dict]] | None = None) -> dict[str, float] | None:
+    """{"heldout_accuracy", "heldout_prompts", "heldout_mean_at_K"} with `engine` (a rollout actor), or with
+    `eval.per_source` the metrics of `evaluate_sources` (held-out rows equal to a `train_rows` prompt left out);
+    None when the recipe asks for no evaluation."""
     import ray
 
     if not cfg.eval.prompts:
         return None
+    if cfg.eval.per_source:
+        return evaluate_sources(cfg, engine, tokenizer, train_rows)
     rows = filter_rows(load_rows(cfg.eval.path), cfg.eval.difficulties, cfg.eval.prompt_pattern)[: cfg.eval.prompts]
     prompts = [render_prompt(tokenizer, r["prompt"], cfg.eval.mode == "think") for r in rows]
     greedy = SamplingSettings(samples_per_prompt=1, max_response_tokens=cfg.eval.max_response_tokens, temperature=0.0)
@@ -36,3 +48,95 @@ def evaluate_heldout(cfg: GRPOConfig, engine, tokenizer) -> dict[str, float] | N
         sampled = [s for r, g in zip(rows, groups) for s in (score_response(r, x.text) for x in g) if s is not None]
         out[f"heldout_mean_at_{cfg.eval.samples}"] = sum(sampled) / max(1, len(sampled))
     return out
+
+
+def heldout_split_path(source: GRPOSource) -> str:
+    """The held-out split beside a source's training file: DIR/train.parquet -> DIR/test.parquet."""
+    path = Path(source.path)
+    if "train" not in path.name:
+        raise DataError(f"eval.per_source: source '{source.name}' reads {path}, whose name has no 'train' to find its "
+                        f"test split by (name the file *train*, with a *test* file beside it)")
+    return str(path.with_name(path.name.replace("train", "test")))
+
+
+def heldout_prompts(cfg: GRPOConfig, source: GRPOSource, train_rows: list[dict] | None = None) -> list[StepPrompt]:
+    """The first `eval.prompts` rows of a source's test split, filtered as the source is and without any prompt
+    its training rows hold; thinking on as the source has it ("mixed": every other prompt)."""
+    train = {r["prompt"][-1]["content"] for r in (train_rows or [])}
+    rows = [r for r in filter_rows(load_rows(heldout_split_path(source)), source.difficulties, source.prompt_pattern)
+            if r["prompt"][-1]["content"] not in train][: cfg.eval.prompts]
+    return [StepPrompt(source.name, r, think=source.mode == "think" or (source.mode == "mixed" and j % 2 == 0))
+            for j, r in enumerate(rows)]
+
+
+def evaluate_sources(cfg: GRPOConfig, engine, tokenizer, train_rows: dict[str, list[dict]] | None = None) -> dict[str, float]:
+    """{"heldout/<source>/greedy", "heldout/<source>/mean@k", "heldout/<source>/prompts"} for every source, with
+    `engine` (a rollout actor with the run's rewards configured)."""
+    import ray
+
+    from rl.rollout import reward_template
+    from rl.scheduler import RolloutRequest
+
+    prompts = [p for src in cfg.sources for p in heldout_prompts(cfg, src, (train_rows or {}).get(src.name))]
+    ids = [render_prompt(tokenizer, p.messages, p.think) for p in prompts]
+    passes = {"greedy": SamplingSettings(samples_per_prompt=1, max_response_tokens=cfg.eval.max_response_tokens, temperature=0.0)}
+    if cfg.eval.samples > 1:
+        passes[f"mean@{cfg.eval.samples}"] = SamplingSettings(
+            samples_per_prompt=cfg.eval.samples, max_response_tokens=cfg.eval.max_response_tokens,
+            temperature=cfg.eval.temperature, seed=eval_sampling_seed(cfg.seed))
+    out: dict[str, float] = {}
+    for name, settings in passes.items():
+        futures = [engine.rollout.remote(RolloutRequest(i, 0, ids[i], dataclasses.replace(settings, seed=settings.seed + i * settings.samples_per_prompt)),
+                                         reward_template(p, i), 0, False) for i, p in enumerate(prompts)]
+        values: dict[str, list[float]] = {src.name: [] for src in cfg.sources}
+        for p, result in zip(prompts, ray.get(futures)):
+            values[p.source].extend(v for v in map(sample_value, result.rewards) if v is not None)
+        for source, vals in values.items():
+            out[f"heldout/{source}/{name}"] = sum(vals) / len(vals) if vals else float("nan")
+    for src in cfg.sources:
+        out[f"heldout/{src.name}/prompts"] = float(sum(p.source == src.name for p in prompts))
+    return out
+
+
+def sample_value(reward) -> float | None:
+    """A held-out sample's value: its answer verdict (1/0) where the domain has one, else its reward (a reward
+    model's score); None when masked."""
+    if reward.reward is None:
+        return None
+    correct = reward.details.get("correct")
+    return float(correct) if correct is not None else float(reward.reward)
+
+
+def check_heldout(cfg: GRPOConfig, train_rows: dict[str, list[dict]]) -> None:
+    """Before any engine starts: with `eval.per_source`, every source has held-out prompts (a DataError names the
+    source and its test split otherwise)."""
+    if not (cfg.eval.prompts and cfg.eval.per_source):
+        return
+    for src in cfg.sources:
+        if not heldout_prompts(cfg, src, train_rows.get(src.name)):
+            raise DataError(f"eval.per_source: {heldout_split_path(src)} has no held-out prompt for source '{src.name}' "
+                            f"(difficulties={src.difficulties}, prompt_pattern={src.prompt_pattern!r}, minus its training prompts)")
+
+
+def heldout_table(summary: dict) -> dict[str, dict[str, tuple[float | None, float | None]]]:
+    """{domain: {"greedy" | "mean@k": (before, after)}} from a GRPO summary's held-out keys (`<metric>_before` /
+    `<metric>_after`: per source, or the one evaluation slice, labelled "RL slice").
+
+    >>> heldout_table({"heldout/math/greedy_before": 0.2, "heldout/math/greedy_after": 0.4, "heldout/math/prompts_before": 9,
+    ...                "heldout_accuracy_before": 0.1, "heldout_accuracy_after": 0.3})
+    {'math': {'greedy': (0.2, 0.4)}, 'RL slice': {'greedy': (0.1, 0.3)}}
+    """
+    table: dict[str, dict[str, tuple[float | None, float | None]]] = {}
+    for key, before in summary.items():
+        if not key.endswith("_before") or key.endswith("prompts_before"):
+            continue
+        metric = key.removesuffix("_before")
+        if metric.startswith("heldout/"):
+            _, domain, measure = metric.split("/", 2)
+        elif metric.startswith("heldout_"):
+            domain = "RL slice"
+            measure = "greedy" if metric == "heldout_accuracy" else metric.removeprefix("heldout_").replace("_at_", "@")
+        else:
+            continue
+        table.setdefault(domain, {})[measure] = (before, summary.get(f"{metric}_after"))
+    return table

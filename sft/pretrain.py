@@ -6,7 +6,8 @@ Run:
 Steps (`mixrl pretrain` first generates the synthetic corpus into `data.out_dir` if absent; this stage only
 reads it): train a byte-level BPE tokenizer with the chat and thinking-mode tokens -> pack documents into rows -> train with warm-up + cosine decay, optionally distilling
 from a teacher's logits -> save Hugging Face format to RUN_DIR/final -> held-out synthetic-math accuracy.
-The report prunes a 7B teacher into the 3B student; pruning is out of scope here, distillation is in.
+The report prunes a 7B teacher into the 3B student: `mixrl prune` (`sft/prune.py`) does the compact counterpart, then
+this distillation brings the pruned model back toward its teacher.
 """
 
 from __future__ import annotations

@@ -112,16 +112,16 @@ def test_every_shipped_recipe_loads():
 
 
 def test_a_nested_section_keeps_the_parents_defaults_for_keys_it_leaves_out():
-    """`pretrain: {train: {max_minutes: 0}}` in a quickstart recipe changes that key only: the quickstart's own
-    defaults for the section (500 bf16 steps, a larger math test split) stay."""
+    """`pretrain: {train: {max_minutes: 2}}` in a quickstart recipe changes that key only: the quickstart's own
+    defaults for the section (500 fp32 steps, a larger math test split) stay."""
     from core.config import build
     from mixrl.config import QuickstartConfig
 
     default = QuickstartConfig()
-    cfg = build(QuickstartConfig, {"pretrain": {"train": {"max_minutes": 0}}, "grpo": {"trainer": {"micro_batch_sequences": 8}}})
-    assert cfg.pretrain.train.max_minutes == 0
+    cfg = build(QuickstartConfig, {"pretrain": {"train": {"max_minutes": 2}}, "grpo": {"trainer": {"micro_batch_sequences": 8}}})
+    assert cfg.pretrain.train.max_minutes == 2 and default.pretrain.train.max_minutes == 0
     assert cfg.pretrain.train.max_steps == default.pretrain.train.max_steps == 500
-    assert cfg.pretrain.train.dtype == "auto" and cfg.pretrain.data.test_rows == {"math": 4000}
+    assert cfg.pretrain.train.dtype == "float32" and cfg.pretrain.data.test_rows == {"math": 4000}
     assert cfg.grpo.trainer.micro_batch_sequences == 8 and cfg.grpo.trainer.optim == default.grpo.trainer.optim
     assert cfg.grpo.sources == default.grpo.sources
 

@@ -21,6 +21,7 @@ def quickstart_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("quickstart")
     overrides = [
         f"run_root={root}",
+        "from_scratch=true",  # the full path: data -> pretrain -> SFT here (the default starts from the shipped base)
         "pretrain.data.train_rows={math: 400, code: 100, ifeval: 100, chat: 100}",
         "pretrain.data.test_rows_per_domain=20",
         "pretrain.train.max_steps=40",
@@ -41,7 +42,7 @@ def quickstart_run(tmp_path_factory):
         capture_output=True, text=True, timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return root, proc.stdout
+    return root, proc.stdout + proc.stderr
 
 
 def test_quickstart_prints_table_and_chains_stages(quickstart_run):
@@ -68,6 +69,14 @@ def test_quickstart_prints_table_and_chains_stages(quickstart_run):
             assert value == pytest.approx(sum(scores) / len(scores), abs=1e-4), (domain, mode)
     switched = [opens_thinking(s["response"]) == s["think"] for s in samples]
     assert results["switch_reliability"]["overall"] == pytest.approx(sum(switched) / len(switched), abs=1e-4)
+
+
+def test_console_shows_progress_not_engine_logs(quickstart_run):
+    _, console = quickstart_run
+    assert "[grpo] step 2/2" in console
+    # vLLM INFO lines and its per-sync weight-reload warning stay off the console (`--verbose` shows them)
+    assert "Failed to load weights" not in console
+    assert not [line for line in console.splitlines() if " INFO " in line and "vllm" in line.lower()][:1]
 
 
 def test_reward_model_service_started_found_and_stopped(quickstart_run):

@@ -242,3 +242,20 @@ def test_concurrent_callers(router):
     for t in threads:
         t.join(30)
     assert all([x.reward for x in out[k]] == [1.0, 1.0, 1.0] for k in range(4))
+
+
+def test_budget_hit_penalty_is_subtracted_only_where_the_budget_ran_out(pool):
+    """A recipe may penalise samples whose thinking budget ran out (vLLM forced `</think>`, issue 16 point 6)."""
+    good = "<think>\n30+3=33\n</think>\n\nThe answer is \\boxed{33}."
+    cfg = reward_config_from_dict({"domains": {"math": {"budget_hit_penalty": 0.3, "length": {"group_overlong": False}}},
+                                   "routes": {MATH: "math"}})
+    r = RewardRouter(cfg, pool=pool)
+    try:
+        hit, free = r.score_batch([Sample(MATH, good, "33", prompt=PROMPT, budget_hit=True),
+                                   Sample(MATH, good, "33", prompt=PROMPT)])
+    finally:
+        r.close()
+    assert hit.reward == pytest.approx(0.7) and hit.components["budget_hit"] == -0.3
+    assert free.reward == pytest.approx(1.0) and "budget_hit" not in free.components
+    with pytest.raises(ValueError, match="budget_hit_penalty"):
+        reward_config_from_dict({"domains": {"math": {"budget_hit_penalty": float("nan")}}})

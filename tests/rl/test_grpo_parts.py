@@ -218,8 +218,12 @@ def test_quickstart_chains_the_grpo_stage_and_table_shows_before_after():
     from core.config import load_config
     from mixrl.quickstart import chain_paths, format_table
 
-    cfg = chain_paths(load_config(QuickstartConfig, None, ["run_root=/tmp/qs", "grpo.max_steps=3"]))
-    assert cfg.grpo.model_path == "/tmp/qs/sft/final" and cfg.grpo.run_dir == "/tmp/qs/grpo"
+    from mixrl.base_checkpoint import SHIPPED_BASE
+
+    shipped = chain_paths(load_config(QuickstartConfig, None, ["run_root=/tmp/qs"]))
+    assert shipped.grpo.model_path == shipped.eval.model_path == str(SHIPPED_BASE)  # the default start
+    cfg = chain_paths(load_config(QuickstartConfig, None, ["run_root=/tmp/qs", "grpo.max_steps=3", "from_scratch=true"]))
+    assert cfg.grpo.model_path == cfg.eval.model_path == "/tmp/qs/sft/final" and cfg.grpo.run_dir == "/tmp/qs/grpo"
     assert cfg.grpo.sources[0].path == "/tmp/qs/data/math/train.parquet" and cfg.grpo.eval.path == "/tmp/qs/data/math/test.parquet"
     pre = {"parameters": 1e6, "vocab_size": 1024, "total_seconds": 1, "steps": 1, "tokens_per_s": 1, "heldout_math_accuracy": 0.0, "checkpoint": "p"}
     sft = {"total_seconds": 1, "steps": 1, "tokens_per_s": 1, "checkpoint": "s"}
@@ -228,9 +232,14 @@ def test_quickstart_chains_the_grpo_stage_and_table_shows_before_after():
     grpo = {"total_seconds": 9, "steps": 3, "heldout_accuracy_before": 0.08, "heldout_accuracy_after": 0.125, "checkpoint": "g",
             "heldout_mean_at_8_before": 0.05, "heldout_mean_at_8_after": 0.3, "max_staleness": 1}
     table = format_table(pre, sft, ev, "/tmp/qs", grpo)
-    assert "before RL" in table and "8.0%" in table and "12.5%" in table and "mean@8" in table and "30.0%" in table
+    assert "RL slice" in table and "8.0% -> 12.5%" in table and "mean@8" in table and "5.0% -> 30.0%" in table
     assert "one-step async" in table
-    assert "before RL" not in format_table(pre, sft, ev, "/tmp/qs")
+    assert "RL slice" not in format_table(pre, sft, ev, "/tmp/qs")
+    per_domain = {"total_seconds": 9, "steps": 3, "checkpoint": "g", "max_staleness": 0,
+                  "heldout/math/greedy_before": 0.2, "heldout/math/greedy_after": 0.35,
+                  "heldout/chat/greedy_before": 0.41, "heldout/chat/greedy_after": 0.52}
+    table = format_table(pre, sft, ev, "/tmp/qs", per_domain)
+    assert "math" in table and "20.0% -> 35.0%" in table and "41.0% -> 52.0%" in table and "synchronous" in table
 
 
 def test_thinking_mode_on_a_template_that_cannot_express_it_fails_before_anything_starts(tiny_grpo_checkpoint, tmp_path):

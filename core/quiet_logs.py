@@ -1,0 +1,68 @@
+"""What the console shows of vLLM: its warnings and errors, not its INFO lines nor the warning it repeats at every
+weight sync; `mixrl --verbose` (or MIXRL_VERBOSE=1) shows everything again.
+
+vLLM configures its loggers from a `logging.config.dictConfig` file named by VLLM_LOGGING_CONFIG_PATH, read when
+`vllm` is first imported — in the engine's process and in the engine-core process it starts, which inherits the
+environment. `quiet_vllm_logging()` writes that file and sets the variable; call it before importing vllm.
+
+The layerwise weight reloader warns "<Layer>: Failed to load weights" for each layer that an update does not
+carry (a tied LM head, a rotary embedding): every sync pushes only the trained parameters, so the warning is
+expected and repeats at every step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+VERBOSE_ENV = "MIXRL_VERBOSE"
+# Messages vLLM logs at WARNING that are expected in a run whose weights are pushed at every step
+VLLM_EXPECTED_WARNINGS = ("Failed to load weights",)
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+class DropExpectedVllmWarnings(logging.Filter):
+    """Drop the records whose message template is one of `VLLM_EXPECTED_WARNINGS`.
+
+    >>> record = logging.LogRecord("vllm.x", logging.WARNING, "f", 1, "%s: Failed to load weights", ("Embedding",), None)
+    >>> DropExpectedVllmWarnings().filter(record)
+    False
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not any(expected in message for expected in VLLM_EXPECTED_WARNINGS)
+
+
+def vllm_logging_config(level: str = "WARNING") -> dict:
+    """vLLM's own logging layout (its formatter, one stream handler) at `level`, with the expected warnings dropped."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"vllm": {"()": "vllm.logging_utils.NewLineFormatter", "datefmt": "%m-%d %H:%M:%S",
+                                "format": "%(levelname)s %(asctime)s [%(filename)s:%(lineno)d] %(message)s"}},
+        "filters": {"expected": {"()": f"{__name__}.DropExpectedVllmWarnings"}},
+        "handlers": {"vllm": {"class": "logging.StreamHandler", "formatter": "vllm", "level": level,
+                              "filters": ["expected"], "stream": "ext://sys.stdout"}},
+        "loggers": {"vllm": {"handlers": ["vllm"], "level": level, "propagate": False}},
+    }
+
+
+def quiet_vllm_logging() -> str | None:
+    """Point VLLM_LOGGING_CONFIG_PATH at the quiet configuration (unless verbose, or the user set one); returns it."""
+    if verbose() or os.environ.get("VLLM_LOGGING_CONFIG_PATH"):
+        return None
+    text = json.dumps(vllm_logging_config(), sort_keys=True)
+    path = Path(tempfile.gettempdir()) / f"mixrl_vllm_logging_{os.getuid()}.json"
+    if not path.is_file() or path.read_text() != text:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(path)
+    return str(path)

@@ -1,0 +1,22 @@
+"""The PNGs a person looks at: a grid with per-domain lines overlaid per panel, and before/after bars."""
+
+import matplotlib.image
+
+from core.plots import plot_before_after, plot_panels
+
+
+def test_panels_overlay_per_domain_lines_and_skip_empty_panels(tmp_path):
+    series = {"reward": [(1, 0.1), (2, 0.3)], "reward/math": [(1, 0.2), (2, 0.4)], "reward/code": [(1, 0.0), (2, 0.2)],
+              "kl": [(1, 0.0), (2, 0.01)]}
+    panels = {"reward": ["reward", "reward/*"], "kl": ["kl"], "entropy": ["entropy"]}
+    path = plot_panels(series, panels, tmp_path / "grid.png")
+    height, width, _ = matplotlib.image.imread(path).shape
+    assert width > height  # two filled panels side by side; the entropy panel (no values) is left out
+    assert plot_panels(series, {"entropy": ["entropy"]}, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_before_after_bars(tmp_path):
+    path = plot_before_after({"math": {"greedy": (0.3, 0.45), "mean@8": (0.2, 0.4)}, "code": {"greedy": (0.1, 0.2)}},
+                             tmp_path / "bars.png", title="held-out")
+    assert path.stat().st_size > 5000

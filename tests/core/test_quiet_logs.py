@@ -1,0 +1,74 @@
+"""vLLM's console output: warnings and errors reach it, INFO lines and the per-sync weight-reload warning do not,
+unless verbose; the configuration goes to vLLM through VLLM_LOGGING_CONFIG_PATH (inherited by its processes)."""
+
+import json
+import logging
+import logging.config
+import os
+import subprocess
+import sys
+
+from core.quiet_logs import VERBOSE_ENV, quiet_vllm_logging, vllm_logging_config
+
+PROBE = """
+from vllm.config.logging import LoggingConfig
+from vllm.logger import configure_logging, init_logger
+configure_logging(LoggingConfig())  # as vLLM's engine and engine-core processes do at start
+log = init_logger("vllm.model_executor.model_loader.reload.layerwise")
+log.info("engine INFO line")
+log.warning("%s: Failed to load weights", "VocabParallelEmbedding")
+log.warning("a real warning")
+log.error("a real error")
+"""
+
+
+def _run_probe(env: dict) -> str:
+    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout + proc.stderr
+
+
+def test_vllm_keeps_warnings_and_drops_info_and_expected_warnings(monkeypatch):
+    monkeypatch.delenv("VLLM_LOGGING_CONFIG_PATH", raising=False)
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    path = quiet_vllm_logging()
+    assert path and json.loads(open(path).read()) == json.loads(json.dumps(vllm_logging_config()))
+    out = _run_probe(dict(os.environ))
+    assert "a real warning" in out and "a real error" in out
+    assert "engine INFO line" not in out and "Failed to load weights" not in out
+
+
+def test_verbose_brings_everything_back(monkeypatch):
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_LOGGING_CONFIG_PATH"}
+    env[VERBOSE_ENV] = "1"
+    monkeypatch.setenv(VERBOSE_ENV, "1")
+    assert quiet_vllm_logging() is None
+    out = _run_probe(env)
+    assert "engine INFO line" in out and "Failed to load weights" in out and "a real warning" in out
+
+
+def test_a_users_own_logging_config_is_left_alone(monkeypatch, tmp_path):
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    monkeypatch.setenv("VLLM_LOGGING_CONFIG_PATH", str(tmp_path / "mine.json"))
+    assert quiet_vllm_logging() is None
+    assert os.environ["VLLM_LOGGING_CONFIG_PATH"] == str(tmp_path / "mine.json")
+
+
+def test_the_filter_in_process():
+    logging.config.dictConfig(vllm_logging_config())
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("vllm.test_quiet")
+    handler = Keep()
+    handler.addFilter(logging.getLogger("vllm").handlers[0].filters[0])
+    logger.addHandler(handler)
+    try:
+        logger.warning("%s: Failed to load weights", "Embedding")
+        logger.warning("kept")
+    finally:
+        logger.removeHandler(handler)
+    assert records == ["kept"]
