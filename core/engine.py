@@ -133,7 +133,7 @@ class RolloutEngine:
         self.weight_version = 0
 
     async def start(self) -> None:
-        from core.quiet_logs import quiet_vllm_logging
+        from core.quiet_logs import quiet_vllm_logging, verbose
 
         quiet_vllm_logging()  # before vllm's first import in this process (and in the engine core it starts)
         if self.cpu_bind:  # vLLM-CPU's OpenMP threads on exactly these cores (the placement split of a recipe)
@@ -164,6 +164,7 @@ class RolloutEngine:
             seed=self.seed,
             enforce_eager=eager,
             enable_chunked_prefill=chunked,
+            use_tqdm_on_load=verbose(),
             max_num_batched_tokens=max(8192, self.max_model_len),
             tensor_parallel_size=self.tensor_parallel_size,
             **({"max_num_seqs": self.max_num_seqs} if self.max_num_seqs else {}),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from core.quiet_logs import quiet_vllm_logging, verbose
 from core.tokenizer import THINK_CLOSE, THINK_OPEN
 
 
@@ -21,10 +22,9 @@ def make_vllm_engine(model_path: str, *, dtype: str = "float32", max_model_len: 
     With `enable_thinking_budget`, the reasoning config names our `<think>`/`</think>` strings so that
     `SamplingParams.thinking_token_budget` can force the end of thinking.
     """
+    quiet_vllm_logging()  # before vllm's first import in this process
     from vllm import LLM
     from vllm.config import ReasoningConfig
-
-    import torch
 
     kwargs = {}
     if enable_thinking_budget:
@@ -38,6 +38,7 @@ def make_vllm_engine(model_path: str, *, dtype: str = "float32", max_model_len: 
 
     return LLM(
         model=model_path,
+        use_tqdm_on_load=verbose(),
         dtype=resolve_dtype(dtype, "cuda" if torch.cuda.is_available() else "cpu"),
         max_model_len=max_model_len,
         seed=seed,
@@ -69,7 +70,7 @@ def sample_vllm(engine, prompt_ids: list[list[int]], *, max_tokens: int, samples
         skip_special_tokens=True,
         thinking_token_budget=thinking_token_budget or None,
     )
-    outputs = engine.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=True)
+    outputs = engine.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=verbose())
     return [[Completion(c.text, len(c.token_ids)) for c in o.outputs] for o in outputs]
 
 

@@ -58,29 +58,45 @@ def plot_panels(series: Series, panels: dict[str, list[str]], path: str | Path, 
 
 
 def plot_before_after(results: dict[str, dict[str, tuple[float, float]]], path: str | Path, *, title: str = "") -> Path:
-    """Grouped bars: for each label (a domain), each metric's value before and after (e.g. greedy, mean@8)."""
+    """One small panel per label (a domain): each metric's bars before and after (e.g. greedy, mean@8). A domain
+    whose values all lie in [0, 1] is an accuracy (percent labels, axis 0..1); any other (a reward model's score,
+    possibly negative) gets its own scale."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     labels = list(results)
-    metrics = list(dict.fromkeys(m for r in results.values() for m in r))
-    width = 0.8 / max(1, 2 * len(metrics))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.8 * len(labels) * len(metrics)), 3.8))
-    for j, metric in enumerate(metrics):
-        for k, (when, alpha) in enumerate((("before", 0.45), ("after", 1.0))):
-            xs = [i + (2 * j + k - len(metrics) + 0.5) * width for i in range(len(labels))]
-            ys = [results[label].get(metric, (float("nan"), float("nan")))[k] for label in labels]
-            bars = ax.bar(xs, ys, width, alpha=alpha, color=f"C{j}", label=f"{metric} {when}")
-            ax.bar_label(bars, labels=[f"{y:.0%}" for y in ys], fontsize=7, padding=1)
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_ylabel("held-out accuracy")
-    ax.set_ylim(0, min(1.05, max([v for r in results.values() for pair in r.values() for v in pair] + [0.1]) * 1.25))
-    ax.legend(fontsize=8, ncols=2)
-    ax.grid(axis="y", alpha=0.3)
+    finite = {label: [v for pair in results[label].values() for v in pair if v is not None and math.isfinite(v)] for label in labels}
+    accuracies = {label for label, vals in finite.items() if all(0.0 <= v <= 1.0 for v in vals)}
+    top = min(1.05, max([v for label in accuracies for v in finite[label]] + [0.1]) * 1.3)  # one scale for accuracies
+    fig, axes = plt.subplots(1, len(labels), figsize=(3.2 * len(labels) + 0.6, 3.6), squeeze=False)
+    for ax, label in zip(axes[0], labels):
+        metrics = list(results[label])
+        values, accuracy = finite[label], label in accuracies
+        for j, metric in enumerate(metrics):
+            for k, (when, alpha) in enumerate((("before", 0.45), ("after", 1.0))):
+                y = results[label][metric][k]
+                bar = ax.bar(2.4 * j + k, y if y is not None else float("nan"), 0.9, alpha=alpha, color=f"C{j}",
+                             label=f"{metric} {when}")
+                text = "n/a" if y is None else (f"{y:.0%}" if accuracy else f"{y:.2f}")
+                ax.bar_label(bar, labels=[text], fontsize=7, padding=1)
+        ax.set_xticks([2.4 * j + 0.5 for j in range(len(metrics))], metrics, fontsize=8)
+        ax.set_title(label, fontsize=10)
+        ax.axhline(0.0, color="black", linewidth=0.6)
+        if accuracy:
+            ax.set_ylim(0, top)
+            ax.set_ylabel("held-out accuracy", fontsize=8)
+        else:
+            span = max(values + [0.0]) - min(values + [0.0]) or 1.0
+            ax.set_ylim(min(values + [0.0]) - 0.15 * span, max(values + [0.0]) + 0.2 * span)
+            ax.set_ylabel("held-out score", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=7, ncols=2, loc="upper left")
     if title:
-        ax.set_title(title)
+        fig.suptitle(title, fontsize=11)
     return _save(fig, path)
 
 

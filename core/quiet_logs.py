@@ -1,5 +1,5 @@
-"""What the console shows of vLLM: its warnings and errors, not its INFO lines nor the warning it repeats at every
-weight sync; `mixrl --verbose` (or MIXRL_VERBOSE=1) shows everything again.
+"""What the console shows of vLLM: its warnings and errors, not its INFO lines nor the warnings it repeats at every
+weight sync and engine start on CPU; `mixrl --verbose` (or MIXRL_VERBOSE=1) shows everything again.
 
 vLLM configures its loggers from a `logging.config.dictConfig` file named by VLLM_LOGGING_CONFIG_PATH, read when
 `vllm` is first imported — in the engine's process and in the engine-core process it starts, which inherits the
@@ -12,15 +12,32 @@ expected and repeats at every step.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 VERBOSE_ENV = "MIXRL_VERBOSE"
-# Messages vLLM logs at WARNING that are expected in a run whose weights are pushed at every step
-VLLM_EXPECTED_WARNINGS = ("Failed to load weights",)
+# Messages vLLM logs at WARNING that are expected: at every weight push (layers an update does not carry), and at
+# every vLLM-CPU engine start (eager mode, no Triton on CPU): none asks the user to act
+VLLM_EXPECTED_WARNINGS = (
+    "Failed to load weights",
+    "Inductor compilation was disabled",
+    "Triton is not installed",
+    "Reset SSM cache type",
+    "Model Runner V2 requires Triton",
+    "Triton is installed, but doesn't include CPU backend",
+    "does not officially support disabling chunked prefill",  # ours: seeded CPU requests need it off (core/engine.py)
+    "Enforce eager set",
+    "is not found in LD_PRELOAD",  # libtcmalloc / libiomp: a deployment tuning hint, not an error
+    "Passing raw prompts to InputProcessor is deprecated",
+    "force killing remaining process",  # the engine's own shutdown of its worker processes
+)
+# Python warnings vLLM's import raises on torch 2.13 (module, category): a deprecation inside vLLM, not ours
+PYTHON_WARNINGS_IGNORED = (("vllm.triton_utils.dispatcher", "FutureWarning"),)
 
 
 def verbose() -> bool:
@@ -55,9 +72,15 @@ def vllm_logging_config(level: str = "WARNING") -> dict:
 
 
 def quiet_vllm_logging() -> str | None:
-    """Point VLLM_LOGGING_CONFIG_PATH at the quiet configuration (unless verbose, or the user set one); returns it."""
+    """Point VLLM_LOGGING_CONFIG_PATH at the quiet configuration (unless verbose, or the user set one) and ignore
+    vLLM's own deprecation warnings here and in the processes started from here; returns the path."""
     if verbose() or os.environ.get("VLLM_LOGGING_CONFIG_PATH"):
         return None
+    ignored = [f"ignore::{category}:{module}" for module, category in PYTHON_WARNINGS_IGNORED]
+    for module, category in PYTHON_WARNINGS_IGNORED:
+        warnings.filterwarnings("ignore", category=getattr(builtins, category), module=module.replace(".", r"\."))
+    current = [w for w in os.environ.get("PYTHONWARNINGS", "").split(",") if w]
+    os.environ["PYTHONWARNINGS"] = ",".join(current + [w for w in ignored if w not in current])
     text = json.dumps(vllm_logging_config(), sort_keys=True)
     path = Path(tempfile.gettempdir()) / f"mixrl_vllm_logging_{os.getuid()}.json"
     if not path.is_file() or path.read_text() != text:

@@ -184,7 +184,10 @@ def format_table(pre: dict, sft: dict, ev: dict, run_root: str, grpo: dict | Non
         measures = sorted({m for r in table.values() for m in r}, key=lambda m: (m != "greedy", m))
         lines.append(f"{'  held-out':<28}" + "".join(f"{m + ' before -> after':>24}" for m in measures))
         for domain, row in table.items():
-            cells = [f"{_pct(row[m][0])} -> {_pct(row[m][1])}" if m in row else "n/a" for m in measures]
+            # an accuracy in percent; a reward model's score (chat) as it is
+            score = any(v is not None and not 0.0 <= v <= 1.0 for pair in row.values() for v in pair)
+            fmt = (lambda v: "n/a" if v is None else f"{v:.2f}") if score else _pct
+            cells = [f"{fmt(row[m][0])} -> {fmt(row[m][1])}" if m in row else "n/a" for m in measures]
             lines.append(f"{'    ' + domain:<28}" + "".join(f"{c:>24}" for c in cells))
     lines.append("-" * 60)
     starts = [f"{ev['model_path']} (shipped base)"] if shipped else [pre["checkpoint"], sft["checkpoint"]]

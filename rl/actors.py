@@ -360,8 +360,14 @@ def ensure_ray(cfg: GRPOConfig) -> None:
     import ray
 
     if not ray.is_initialized():
+        import logging
+
+        from core.quiet_logs import verbose
+
         kwargs = {"num_cpus": cfg.ray.num_cpus} if cfg.ray.num_cpus and not cfg.ray.address else {}
-        ray.init(address=cfg.ray.address or None, include_dashboard=False, log_to_driver=True, **kwargs)
+        # the actors' output reaches the console (their errors, vLLM's warnings); Ray's own INFO lines only if verbose
+        ray.init(address=cfg.ray.address or None, include_dashboard=False, log_to_driver=True,
+                 logging_level=logging.INFO if verbose() else logging.WARNING, **kwargs)
 
 
 def default_max_num_seqs(cfg: GRPOConfig) -> int:

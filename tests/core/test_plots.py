@@ -16,7 +16,9 @@ def test_panels_overlay_per_domain_lines_and_skip_empty_panels(tmp_path):
     assert not (tmp_path / "none.png").exists()
 
 
-def test_before_after_bars(tmp_path):
-    path = plot_before_after({"math": {"greedy": (0.3, 0.45), "mean@8": (0.2, 0.4)}, "code": {"greedy": (0.1, 0.2)}},
-                             tmp_path / "bars.png", title="held-out")
-    assert path.stat().st_size > 5000
+def test_before_after_bars_one_panel_per_domain_scores_on_their_own_scale(tmp_path):
+    results = {"math": {"greedy": (0.3, 0.45), "mean@8": (0.2, 0.4)}, "code": {"greedy": (0.1, None)},
+               "chat": {"greedy": (-0.9, 2.7)}}  # a reward model's score, negative before
+    path = plot_before_after(results, tmp_path / "bars.png", title="held-out")
+    height, width, _ = matplotlib.image.imread(path).shape
+    assert width > 2.5 * height  # three panels side by side

@@ -240,6 +240,8 @@ def test_quickstart_chains_the_grpo_stage_and_table_shows_before_after():
                   "heldout/chat/greedy_before": 0.41, "heldout/chat/greedy_after": 0.52}
     table = format_table(pre, sft, ev, "/tmp/qs", per_domain)
     assert "math" in table and "20.0% -> 35.0%" in table and "41.0% -> 52.0%" in table and "synchronous" in table
+    per_domain["heldout/chat/greedy_before"], per_domain["heldout/chat/greedy_after"] = -0.88, 2.73  # an RM's score
+    assert "-0.88 -> 2.73" in format_table(pre, sft, ev, "/tmp/qs", per_domain)
 
 
 def test_thinking_mode_on_a_template_that_cannot_express_it_fails_before_anything_starts(tiny_grpo_checkpoint, tmp_path):
