@@ -12,6 +12,7 @@ from typing import Literal
 
 from core.engine import SamplingConfig
 from core.sections import Dtype, ModelConfig, OptimConfig, SyntheticDataConfig
+from rewards.repetition import RepetitionConfig
 
 
 @dataclass
@@ -177,10 +178,9 @@ class CurationFilterConfig:
     # "" = all such lines must agree with each other (any one language)
     language: str = "en"
     language_min_letters: int = 30
-    # repetitive: the GRPO repetition detector (`rewards/repetition.py`), with its thresholds
-    repetition_ngram_chars: int = 20
-    repetition_max_ngram_fraction: float = 0.5
-    repetition_min_chars: int = 200
+    # repetitive: the GRPO repetition detector itself, with its own thresholds (`rewards.repetition.RepetitionConfig`:
+    # n-gram repetition and end loops; its `penalty` is unused here)
+    repetition: RepetitionConfig = field(default_factory=RepetitionConfig)
 
 
 @dataclass

@@ -35,7 +35,7 @@ from typing import Callable
 from core.tokenizer import THINK_CLOSE
 from rewards.extract import extract_answer
 from rewards.ifeval import detect_language
-from rewards.repetition import RepetitionConfig, repetition_coefficient
+from rewards.repetition import repetition_coefficient
 from sft.config import CANDIDATE_FILTERS, CurationFilterConfig
 
 
@@ -134,10 +134,7 @@ def mixed_language_reason(candidate: Candidate, cfg: CurationFilterConfig) -> st
 
 def repetitive_reason(candidate: Candidate, cfg: CurationFilterConfig) -> str | None:
     """The detectors of `rewards.repetition` that fire (``ngram_repetition``, ``end_loop``), or None."""
-    config = RepetitionConfig(ngram_chars=cfg.repetition_ngram_chars,
-                              max_ngram_repeat_fraction=cfg.repetition_max_ngram_fraction,
-                              min_chars=cfg.repetition_min_chars)
-    detected = repetition_coefficient(candidate.text, config).detected
+    detected = repetition_coefficient(candidate.text, cfg.repetition).detected
     return ",".join(detected) if detected else None
 
 
