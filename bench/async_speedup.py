@@ -18,7 +18,11 @@ Four `mixrl train` runs of one recipe (each its own process, Ray session and vLL
 - sync_split: `max_staleness: 0` with the asynchronous resource split (engine on `--rollout-cores`, trainer on
   `--trainer-cores`): what the split costs when nothing overlaps;
 - async: `max_staleness: 1` with the same split — generating batch t+1 overlaps training on batch t;
-- async_colocated: `max_staleness: 1`, both sides on every core (they contend for them).
+- async_colocated: `max_staleness: 1`, both sides on every core (they contend for them);
+- partial, partial_colocated: async and async_colocated with partial rollouts (`rollout.partial_rollouts`): the
+  weight sync lands while the next batch is generating (its requests freeze, take the new weights, go on) and the
+  batch after starts right after it, beside the long tails, instead of at the step boundary.
+  `partial_speedup_vs_step_boundary` compares each with its step-boundary twin.
 
 From the runs' metrics (steps after `--warmup`): seconds per step, the speed-ups of async over the synchronous
 runs, and the ideal speed-up of overlapping the two phases computed from sync_split's measured phase times,
@@ -68,10 +72,10 @@ def workload(args) -> dict:
                                                                "weight_decay": 0.0}}}
 
 
-def recipe(args, run_dir: Path, *, staleness: int, rollout_cores: str, trainer_cores: str) -> dict:
+def recipe(args, run_dir: Path, *, staleness: int, rollout_cores: str, trainer_cores: str, partial: bool = False) -> dict:
     raw = {"run_dir": str(run_dir), "seed": 0, "max_steps": args.steps, "max_staleness": staleness,
            "checkpoint_every_steps": 0, "eval": {"prompts": 0}, "ray": {"num_cpus": os.cpu_count() or 2}, **workload(args)}
-    raw["rollout"] = {**raw["rollout"], "cpu_bind": rollout_cores}
+    raw["rollout"] = {**raw["rollout"], "cpu_bind": rollout_cores, "partial_rollouts": partial}
     raw["placement"] = {"trainer_cpu_bind": trainer_cores}
     return raw
 
@@ -99,6 +103,7 @@ def phase_times(rows: list[dict]) -> dict[str, float]:
             "sync_s": mean("time_sync_s"), "wait_trainer_s": mean("wait_trainer_s"), "wait_rollout_s": mean("wait_rollout_s"),
             "response_tokens_mean": mean("response_tokens_mean"), "trainer_threads": mean("trainer_threads"),
             "staleness_max": max(r["staleness_max"] for r in rows), "startup_s": rows[0]["_startup_s"],
+            "partial_samples_mean": mean("partial_samples"), "staleness_tokens_mean": mean("staleness_tokens_mean"),
             "placement_advice": rows[0]["_advice"]}
 
 
@@ -112,12 +117,14 @@ def main() -> None:
     ap.add_argument("--all-cores", default=f"0-{(os.cpu_count() or 2) - 1}")
     ap.add_argument("--rollout-cores", default="0")
     ap.add_argument("--trainer-cores", default="1")
-    ap.add_argument("--modes", default="sync_colocated,sync_split,async,async_colocated")
+    ap.add_argument("--modes", default="sync_colocated,sync_split,async,async_colocated,partial,partial_colocated")
     args = ap.parse_args()
     settings = {"sync_colocated": dict(staleness=0, rollout_cores=args.all_cores, trainer_cores=""),
                 "sync_split": dict(staleness=0, rollout_cores=args.rollout_cores, trainer_cores=args.trainer_cores),
                 "async": dict(staleness=1, rollout_cores=args.rollout_cores, trainer_cores=args.trainer_cores),
-                "async_colocated": dict(staleness=1, rollout_cores=args.all_cores, trainer_cores="")}
+                "async_colocated": dict(staleness=1, rollout_cores=args.all_cores, trainer_cores=""),
+                "partial": dict(staleness=1, rollout_cores=args.rollout_cores, trainer_cores=args.trainer_cores, partial=True),
+                "partial_colocated": dict(staleness=1, rollout_cores=args.all_cores, trainer_cores="", partial=True)}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         modes = {name: run_mode(args, tmp, name, **settings[name]) for name in args.modes.split(",")}
@@ -150,6 +157,9 @@ def main() -> None:
         "ideal_speedup_with_sync": ideal_with_sync,
         "overlap_efficiency": vs_split / ideal,
         "overlap_efficiency_with_sync": vs_split / ideal_with_sync,
+        # step-boundary sync / partial rollouts, same placement (> 1: partial rollouts are faster)
+        "partial_speedup_vs_step_boundary": {p: t[a]["step_s"] / t[p]["step_s"] for p, a in
+                                             (("partial", "async"), ("partial_colocated", "async_colocated")) if p in t and a in t},
     }
     print(json.dumps(out, indent=2))
 

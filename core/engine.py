@@ -6,6 +6,17 @@ every token (the behaviour policy's logprobs), its text and finish reason. Think
 chat template appends `[[BlueThink]]` when `enable_thinking` is set; `thinking_token_budget` caps the thinking
 span explicitly through vLLM's reasoning config (our `<think>`/`</think>` strings).
 
+Partial rollouts (`partial_rollouts=True`, report §4.3.1's one-step pipeline without a step-boundary barrier):
+a weight update no longer waits for the requests in flight. `start_weight_update` freezes them where they are
+with `AsyncLLM.pause_generation(mode="keep", clear_cache=False)` (their KV cache stays), the new weights load,
+`finish_weight_update` labels them and `resume_generation()` lets the same requests go on with the new weights.
+Responses stream back token by token and every token is tagged with the engine's weight version when it
+arrived (`RolloutSample.token_versions`): vLLM runs no step while paused, and `pause_generation` returns only
+once the tokens sampled before the pause have been handed out, so a token is tagged with the weights that
+sampled it. Each token's behaviour logprob is vLLM's own for that token, under the weights that drew it.
+Prefix caching is off in this mode: a frozen request holds its blocks through the update, so the cache could
+not be reset and a new request would reuse prompt KV computed by the old weights.
+
 The weight-transfer methods forward to vLLM's API (`init_weight_transfer_engine`, `start_weight_update`,
 `update_weights`, `finish_weight_update`), with the backend chosen by `weight_transfer_backend`: "gloo" on CPU,
 "nccl" on GPUs (vLLM's own). A backend that is not vLLM's own plugs in through `worker_extension_cls`, a dotted
@@ -38,11 +49,20 @@ class RolloutSample:
     response_logprobs: list[float]  # behaviour-policy logprob of each response token (vLLM's sampler)
     text: str
     finish_reason: str  # "stop" (EOS) or "length" (max_response_tokens reached)
-    weight_version: int  # the engine's weight version when the sample was generated
+    # the weights that drew the sample: with partial rollouts (`partial_rollouts`) the OLDEST of its tokens'
+    # versions (staleness is bounded per sample by its oldest token), else the engine's version when it ran
+    weight_version: int
     # 1 on the response tokens the engine forced to close thinking when `thinking_token_budget` ran out (the policy
     # did not choose them); [] = none. Marked on the rollout side (`rl.actors.mark_forced_think`), not by vLLM.
     forced_mask: list[int] = dataclasses.field(default_factory=list)
     budget_hit: bool = False  # the thinking budget ran out in this response (some token was forced)
+    # per response token, the weight version it was sampled under (partial rollouts: a request that was generating
+    # during a weight update holds tokens of two or more versions); [] = every token at `weight_version`
+    token_versions: list[int] = dataclasses.field(default_factory=list)
+
+    def versions(self) -> list[int]:
+        """The weight version of every response token."""
+        return list(self.token_versions) if self.token_versions else [self.weight_version] * len(self.response_ids)
 
 
 @dataclass
@@ -113,8 +133,11 @@ class RolloutEngine:
     def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = 512, seed: int = 0,
                  kv_cache_gib: float = 0.0, weight_transfer_backend: str = "", worker_extension_cls: str = "",
                  cpu_bind: str = "", tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
-                 enforce_eager: bool | None = None, enable_chunked_prefill: bool | None = None, max_num_seqs: int = 0):
+                 enforce_eager: bool | None = None, enable_chunked_prefill: bool | None = None, max_num_seqs: int = 0,
+                 partial_rollouts: bool = False):
         self.model_path = model_path
+        self.partial_rollouts = partial_rollouts  # weight updates land mid-request; tokens carry their versions
+        self.streamed_tokens = 0  # response tokens handed out so far (partial rollouts; diagnostics)
         self.tensor_parallel_size = tensor_parallel_size
         self.gpu_memory_utilization = gpu_memory_utilization  # GPU engines only
         self.enforce_eager = enforce_eager  # None: eager on CPU only
@@ -166,6 +189,7 @@ class RolloutEngine:
             enable_chunked_prefill=chunked,
             use_tqdm_on_load=verbose(),
             max_num_batched_tokens=max(8192, self.max_model_len),
+            enable_prefix_caching=not self.partial_rollouts,  # see the module docstring
             tensor_parallel_size=self.tensor_parallel_size,
             **({"max_num_seqs": self.max_num_seqs} if self.max_num_seqs else {}),
             **memory,
@@ -184,7 +208,24 @@ class RolloutEngine:
         from vllm.sampling_params import RequestOutputKind
 
         async def one(index: int, ids: list[int]) -> list[RolloutSample]:
-            params = SamplingParams(
+            if self.partial_rollouts:
+                return await self._streamed(index, ids, params(index, RequestOutputKind.DELTA))
+            final = None
+            async for out in self.engine.generate({"prompt_token_ids": ids}, params(index, RequestOutputKind.FINAL_ONLY),
+                                                  request_id=uuid.uuid4().hex):
+                final = out
+            samples = []
+            if final is None or len(final.outputs) != settings.samples_per_prompt:
+                got = 0 if final is None else len(final.outputs)
+                raise RuntimeError(f"vLLM returned {got} completions for prompt {index}, expected {settings.samples_per_prompt}")
+            for comp in sorted(final.outputs, key=lambda c: c.index):
+                logprobs = [float(step[tok].logprob) for tok, step in zip(comp.token_ids, comp.logprobs)]
+                samples.append(RolloutSample(list(ids), list(comp.token_ids), logprobs, comp.text,
+                                             comp.finish_reason or "length", self.weight_version))
+            return samples
+
+        def params(index: int, output_kind) -> SamplingParams:
+            return SamplingParams(
                 n=settings.samples_per_prompt,
                 max_tokens=settings.max_response_tokens,
                 temperature=settings.temperature,
@@ -197,22 +238,10 @@ class RolloutEngine:
                 skip_special_tokens=True,
                 thinking_token_budget=settings.thinking_token_budget or None,
                 ignore_eos=settings.ignore_eos,
-                # one output holding all n completions (streamed outputs of an n>1 request carry only the
-                # completions that advanced in that engine step)
-                output_kind=RequestOutputKind.FINAL_ONLY,
+                # FINAL_ONLY: one output holding all n completions; DELTA (partial rollouts): each output holds the
+                # new tokens of the completions that advanced in that engine step, tagged on arrival
+                output_kind=output_kind,
             )
-            final = None
-            async for out in self.engine.generate({"prompt_token_ids": ids}, params, request_id=uuid.uuid4().hex):
-                final = out
-            samples = []
-            if final is None or len(final.outputs) != settings.samples_per_prompt:
-                got = 0 if final is None else len(final.outputs)
-                raise RuntimeError(f"vLLM returned {got} completions for prompt {index}, expected {settings.samples_per_prompt}")
-            for comp in sorted(final.outputs, key=lambda c: c.index):
-                logprobs = [float(step[tok].logprob) for tok, step in zip(comp.token_ids, comp.logprobs)]
-                samples.append(RolloutSample(list(ids), list(comp.token_ids), logprobs, comp.text,
-                                             comp.finish_reason or "length", self.weight_version))
-            return samples
 
         work = asyncio.gather(*(one(i, ids) for i, ids in enumerate(prompt_ids)))
         while True:  # a SIGKILLed engine core can leave vLLM-CPU's AsyncLLM waiting forever: watch it
@@ -222,6 +251,31 @@ class RolloutEngine:
             if dead := self.dead_processes():
                 work.cancel()
                 raise EngineCoreDeadError(f"vLLM engine process(es) {dead} of {self.model_path} died mid-generation")
+
+    async def _streamed(self, index: int, ids: list[int], params) -> list[RolloutSample]:
+        """One prompt's n samples, streamed: each token tagged with the weight version in force when it arrived."""
+        n = params.n
+        tokens: list[list[int]] = [[] for _ in range(n)]
+        logprobs: list[list[float]] = [[] for _ in range(n)]
+        versions: list[list[int]] = [[] for _ in range(n)]
+        texts: list[list[str]] = [[] for _ in range(n)]
+        finish: list[str | None] = [None] * n
+        async for out in self.engine.generate({"prompt_token_ids": ids}, params, request_id=uuid.uuid4().hex):
+            version = self.weight_version
+            for comp in out.outputs:
+                c = comp.index
+                tokens[c].extend(comp.token_ids)
+                logprobs[c].extend(float(step[tok].logprob) for tok, step in zip(comp.token_ids, comp.logprobs or []))
+                versions[c].extend([version] * len(comp.token_ids))
+                texts[c].append(comp.text)
+                finish[c] = comp.finish_reason or finish[c]
+                self.streamed_tokens += len(comp.token_ids)
+        if any(f is None for f in finish) or any(len(t) != len(lp) for t, lp in zip(tokens, logprobs)):
+            raise RuntimeError(f"vLLM's stream for prompt {index} ended with {sum(f is not None for f in finish)} of {n} "
+                               f"completions finished")
+        return [RolloutSample(list(ids), tokens[c], logprobs[c], "".join(texts[c]), finish[c] or "length",
+                              min(versions[c], default=self.weight_version), token_versions=versions[c])
+                for c in range(n)]
 
     def dead_processes(self) -> list[int]:
         """Engine-core/worker processes of this engine that are gone (or zombies), or [-1] when vLLM says it errored."""
@@ -245,11 +299,19 @@ class RolloutEngine:
     async def update_weights(self, update_info: dict, version: int) -> int:
         """Receive one full set of weights (the trainer sends concurrently); returns the new version."""
         await self.start_weight_update()
-        await self.receive_weights(update_info)
+        try:
+            await self.receive_weights(update_info)
+        except BaseException:
+            if self.partial_rollouts:  # never leave the frozen requests paused for good
+                await self.engine.resume_generation()
+            raise
         return await self.finish_weight_update(version)
 
     # the three phases apart, for a trainer-side engine that drives them itself (vLLM's NCCL trainer engine)
     async def start_weight_update(self) -> None:
+        if self.partial_rollouts:  # freeze the requests in flight (KV cache kept); they resume with the new weights
+            await self.engine.pause_generation(mode="keep", clear_cache=False)
+            await asyncio.sleep(0)  # let the streams take the tokens handed out before the pause, at the old version
         await self.engine.start_weight_update()
 
     async def receive_weights(self, update_info: dict) -> None:
@@ -260,7 +322,10 @@ class RolloutEngine:
     async def finish_weight_update(self, version: int) -> int:
         await self.engine.finish_weight_update(weight_version=str(version))
         self.weight_version = int(await self.engine.get_weight_version())
-        await self.engine.reset_prefix_cache()  # cached KV came from the old weights
+        if self.partial_rollouts:  # tokens from here on are the new version's (no prefix cache in this mode)
+            await self.engine.resume_generation()
+        else:
+            await self.engine.reset_prefix_cache()  # cached KV came from the old weights
         return self.weight_version
 
     def shutdown(self) -> None:

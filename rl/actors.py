@@ -111,7 +111,7 @@ class RolloutActor:
                                     weight_transfer_backend=r.weight_transfer_backend, worker_extension_cls=WORKER_EXTENSION,
                                     cpu_bind=r.cpu_bind, tensor_parallel_size=r.tensor_parallel_size,
                                     gpu_memory_utilization=r.gpu_memory_utilization, enforce_eager=r.enforce_eager,
-                                    enable_chunked_prefill=r.enable_chunked_prefill)
+                                    enable_chunked_prefill=r.enable_chunked_prefill, partial_rollouts=r.partial_rollouts)
         self.router = None
         self.reward_key = None
         self.model_path = model_path
@@ -175,6 +175,10 @@ class RolloutActor:
 
     async def weight_version(self) -> int:
         return self.engine.weight_version
+
+    async def diagnostic_streamed_tokens(self) -> int:
+        """Response tokens streamed so far (partial rollouts): tests wait on it to update weights mid-request."""
+        return self.engine.streamed_tokens
 
     async def diagnostic_pid(self) -> int:
         """The actor's process id (diagnostics: tests check that a crashed engine was replaced)."""

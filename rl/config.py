@@ -50,6 +50,11 @@ class RolloutConfig(SamplingConfig):
     weight_transfer_backend: Literal["gloo", "nccl"] = "gloo"  # gloo on CPU, vLLM's NCCL on GPUs
     weight_bucket_mib: int = 64  # gloo: one broadcast per bucket
     cpu_bind: str = ""  # vLLM-CPU: cores of the engine's OpenMP threads ("0", "0-1"); "" = vLLM's default
+    # In-flight weight updates (needs max_staleness >= 1): a sync freezes the requests in flight (vLLM's
+    # pause_generation "keep"), loads the new weights and lets them go on, instead of waiting for the batch to
+    # finish; the next batch starts as soon as the staleness bound allows. Each token carries the version that
+    # sampled it; a sample's staleness is its oldest token's (`core.engine` module docstring, `rl.grpo`).
+    partial_rollouts: bool = False
 
 
 @dataclass
@@ -276,6 +281,9 @@ def check_config(cfg: GRPOConfig) -> None:
     p, r = cfg.placement, cfg.rollout
     if cfg.max_staleness < 0:
         raise ConfigError(f"max_staleness must be >= 0, got {cfg.max_staleness}")
+    if r.partial_rollouts and cfg.max_staleness < 1:
+        raise ConfigError("rollout.partial_rollouts needs max_staleness >= 1 (a request that spans a weight update holds "
+                          "tokens one version older than the weights it is trained with); got max_staleness = 0")
     if p.trainer_workers < 1 or p.rollout_engines < 1:
         raise ConfigError(f"placement: trainer_workers ({p.trainer_workers}) and rollout_engines ({p.rollout_engines}) must be >= 1")
     if r.weight_transfer_backend == "nccl" and not (p.trainer_gpus_per_worker > 0 and p.rollout_gpus_per_engine > 0):

@@ -24,6 +24,20 @@ with the trainer's current weights (the synchronous trainer). Every step checks 
 themselves (each carries the engine's weight version): a group older than k versions is regenerated with the
 current weights before training, and `staleness_max` / `staleness_mean` / `stale_regenerated_groups` are logged.
 
+Partial rollouts (`rollout.partial_rollouts: true`, k >= 1): the weights no longer wait for the batches in
+flight. Batches ahead are generated in driver threads (`RolloutSide.generate_ahead`); the sync after an update
+freezes the engines' requests where they are (vLLM's pause "keep"), loads the new weights and lets them go on, and
+right after it the next batch the bound allows starts, beside the long requests of the one before:
+
+    rollout side:  | gen B1 (v0) ..............|s| B1's tail (v1) ...  |s| ...
+                   |                           |y| gen B2 (v1) ........|y| B2's tail (v2), gen B3 (v2) ...
+    trainer side:  | train B0 -> v1            |n| train B1 -> v2      |n| ...
+
+Each token records the version that sampled it and its own behaviour logprob; the bound applies to a sample's
+oldest token, so B_j starts only once the engines hold v_{j-k} or newer. Tokens of one response may come from
+two versions, and how many of each depends on timing: a run with partial rollouts is not bit-reproducible (a
+resumed one still trains on exactly the batches its checkpoint saved: the ones in flight finish before it).
+
 Off-policy correction (explicit, `AlgoConfig.rollout_correction`, default `token_tis` = the former
 `off_policy_correction: tis`): the PPO ratio is taken against the trainer's logprobs of its current weights (the
 proximal policy), and each token of a stale sample is re-weighted from the behaviour policy that drew it (vLLM's
@@ -51,6 +65,7 @@ import json
 import math
 import time
 from collections import defaultdict
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,7 +105,8 @@ class StepTimes:
     """Wall-clock seconds of one step's phases, as the driver sees them."""
 
     generate_s: float = 0.0  # rollout batches generated during this step (its own, if not ahead, and those ahead)
-    overlap_s: float = 0.0  # of which generated while the trainer was updating
+    overlap_s: float = 0.0  # of which generated while the trainer was updating (partial rollouts: while the
+    # driver did anything but wait for it)
     advantages_s: float = 0.0  # advantages and the padded training batch, on the driver
     wait_update_s: float = 0.0  # the driver blocked on the trainer after the rollout side's work was done
     sync_s: float = 0.0
@@ -115,14 +131,20 @@ def grpo_step(cfg: GRPOConfig, step: int, rollout: RolloutSide, trainer: Trainer
               stop: int, pad_id: int) -> StepResult:
     """Step `step`: rollout -> rewards -> advantages -> update -> weight sync. With `max_staleness: k`, the batches
     of steps step+1..step+k are generated (with the engines' current weights) while the trainer updates."""
-    k = cfg.max_staleness
+    k, partial = cfg.max_staleness, cfg.rollout.partial_rollouts
     times = StepTimes()
     t0 = time.perf_counter()
     # 1. rollout and rewards (scored on the rollout side as samples finish); generated now unless generated ahead
     if step not in ahead:
         ahead[step] = rollout.generate(step)
         times.generate_s += ahead[step].time_generate_s
-    batch = rollout.enforce_staleness(ahead.pop(step), trainer_version=step, max_staleness=k)
+    batch = ahead.pop(step)
+    if isinstance(batch, Future):  # partial rollouts: generating in a driver thread since an earlier step
+        t_block = time.perf_counter()
+        batch = batch.result()
+        times.generate_s += batch.time_generate_s
+        times.overlap_s += max(0.0, batch.time_generate_s - (time.perf_counter() - t_block))
+    batch = rollout.enforce_staleness(batch, trainer_version=step, max_staleness=k)
     extra: dict[str, float] = {}
     if cfg.algo.dynamic_sampling:  # DAPO: only groups with a signal, refilled with new prompts
         t_dyn = time.perf_counter()
@@ -143,17 +165,24 @@ def grpo_step(cfg: GRPOConfig, step: int, rollout: RolloutSide, trainer: Trainer
     times.advantages_s = t_launch - t_adv
     train_ref = trainer.launch_train_step(train_batch)
     # ... while the rollout side generates the batches the staleness bound allows
+    ahead_s = 0.0
     for later in range(step + 1, min(stop, step + k + 1)):
-        if later not in ahead:
+        if later in ahead:
+            continue
+        if partial:
+            ahead[later] = rollout.generate_ahead(later)  # its time counts in the step that takes it
+        else:
             ahead[later] = rollout.generate(later)
-            times.overlap_s += ahead[later].time_generate_s
+            ahead_s += ahead[later].time_generate_s
     t_wait = time.perf_counter()
     train = {**trainer.wait(train_ref), **extra}
     times.wait_update_s = time.perf_counter() - t_wait
-    times.generate_s += times.overlap_s
-    times.overlap_s = min(times.overlap_s, time.perf_counter() - t_launch)  # the part that ran beside the update
-    # 4. weight sync: the engines now hold the weights after step+1 updates
+    times.generate_s += ahead_s
+    times.overlap_s += min(ahead_s, time.perf_counter() - t_launch)  # the part that ran beside the update
+    # 4. weight sync: the engines now hold the weights after step+1 updates (partial rollouts: mid-request)
     version, times.sync_s, sent = rollout.sync(step + 1)
+    if partial and step + k + 1 < stop and step + k + 1 not in ahead:
+        ahead[step + k + 1] = rollout.generate_ahead(step + k + 1)  # the bound allows it now: it starts beside the tails
     times.step_s = time.perf_counter() - t0
     return StepResult(batch, train, version, sent, times)
 
@@ -312,6 +341,8 @@ def step_metrics(result: StepResult) -> dict[str, float]:
                "wait_rollout_s": max(0.0, t.step_s - t.sync_s - t.generate_s),
                "generate_tokens_per_s": gen_tokens / max(batch.time_generate_s, 1e-9), "weight_version": float(result.version),
                "staleness_max": float(max(staleness)), "staleness_mean": sum(staleness) / len(staleness),
+               "staleness_tokens_mean": batch.token_staleness_mean(trainer_version=batch.step),
+               "partial_samples": float(batch.partial_samples()),
                "stale_regenerated_groups": float(batch.regenerated_groups)}
     if batch.dispatch is not None:
         metrics.update(batch.dispatch.metrics())
@@ -376,6 +407,8 @@ def _run_grpo(cfg: GRPOConfig, rollout) -> dict:
                 metrics.update(evaluate_heldout(cfg, side.eval_engine, tokenizer, side.rows) or {})
             log.log(done, metrics, tokens=sum(len(s.response_ids) for s in result.batch.samples))
             if done == stop or (cfg.checkpoint_every_steps and done % cfg.checkpoint_every_steps == 0):
+                # partial rollouts: the batches in flight finish first, so the checkpoint holds them whole
+                ahead.update({s: b.result() for s, b in ahead.items() if isinstance(b, Future)})
                 save_grpo_checkpoint(cfg, trainer, done, ahead)
         plot_panels(log.history, CURVE_PANELS, run_dir / "grpo_curves.png", title=f"GRPO {run_dir.name}")
     after = evaluate_heldout(cfg, side.eval_engine, tokenizer, side.rows) if stop == cfg.max_steps else None

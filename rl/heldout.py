@@ -39,15 +39,32 @@ def evaluate_heldout(cfg: GRPOConfig, engine, tokenizer, train_rows: dict[str, l
     prompts = [render_prompt(tokenizer, r["prompt"], cfg.eval.mode == "think") for r in rows]
     greedy = SamplingSettings(samples_per_prompt=1, max_response_tokens=cfg.eval.max_response_tokens, temperature=0.0)
     groups = ray.get(engine.generate.remote(prompts, greedy))
-    scored = [s for s in (score_response(r, g[0].text) for r, g in zip(rows, groups)) if s is not None]
+    verdicts = [(score_response(r, g[0].text), len(g[0].response_ids)) for r, g in zip(rows, groups)]
+    scored = [v for v, _ in verdicts if v is not None]
     out = {"heldout_accuracy": sum(scored) / max(1, len(scored)), "heldout_prompts": float(len(scored))}
+    lengths = {"greedy": correct_tokens_mean(verdicts)}
     if cfg.eval.samples > 1:
         sampled_settings = SamplingSettings(samples_per_prompt=cfg.eval.samples, max_response_tokens=cfg.eval.max_response_tokens,
                                             temperature=cfg.eval.temperature, seed=eval_sampling_seed(cfg.seed))
         groups = ray.get(engine.generate.remote(prompts, sampled_settings))
-        sampled = [s for r, g in zip(rows, groups) for s in (score_response(r, x.text) for x in g) if s is not None]
+        verdicts = [(score_response(r, x.text), len(x.response_ids)) for r, g in zip(rows, groups) for x in g]
+        sampled = [v for v, _ in verdicts if v is not None]
         out[f"heldout_mean_at_{cfg.eval.samples}"] = sum(sampled) / max(1, len(sampled))
+        lengths["sampled"] = correct_tokens_mean(verdicts)  # over the k samples: more of them than greedy
+    if (length := lengths.get("sampled", lengths["greedy"])) is not None:
+        out["heldout_correct_tokens"] = length
     return out
+
+
+def correct_tokens_mean(verdicts: list[tuple[float | None, int]]) -> float | None:
+    """Mean response length (tokens) of the correct responses among (verdict, length) pairs; None when none is
+    correct. What the group-overlong penalty should shorten without costing accuracy (report Fig. 5).
+
+    >>> correct_tokens_mean([(1.0, 10), (0.0, 50), (None, 70), (1.0, 20)]), correct_tokens_mean([(0.0, 5)])
+    (15.0, None)
+    """
+    lengths = [n for v, n in verdicts if v is not None and v >= 1.0]
+    return sum(lengths) / len(lengths) if lengths else None
 
 
 def heldout_split_path(source: GRPOSource) -> str:
@@ -89,10 +106,14 @@ def evaluate_sources(cfg: GRPOConfig, engine, tokenizer, train_rows: dict[str, l
         futures = [engine.rollout.remote(RolloutRequest(i, 0, ids[i], dataclasses.replace(settings, seed=settings.seed + i * settings.samples_per_prompt)),
                                          reward_template(p, i), 0, False) for i, p in enumerate(prompts)]
         values: dict[str, list[float]] = {src.name: [] for src in cfg.sources}
+        verdicts: dict[str, list[tuple[float | None, int]]] = {src.name: [] for src in cfg.sources}
         for p, result in zip(prompts, ray.get(futures)):
             values[p.source].extend(v for v in map(sample_value, result.rewards) if v is not None)
+            verdicts[p.source].extend((r.details.get("correct"), len(s.response_ids)) for s, r in zip(result.samples, result.rewards))
         for source, vals in values.items():
             out[f"heldout/{source}/{name}"] = sum(vals) / len(vals) if vals else float("nan")
+            if (length := correct_tokens_mean(verdicts[source])) is not None:  # a domain with verdicts, some correct
+                out[f"heldout/{source}/correct_tokens"] = length  # the last pass's
     for src in cfg.sources:
         out[f"heldout/{src.name}/prompts"] = float(sum(p.source == src.name for p in prompts))
     return out
@@ -128,7 +149,7 @@ def heldout_table(summary: dict) -> dict[str, dict[str, tuple[float | None, floa
     """
     table: dict[str, dict[str, tuple[float | None, float | None]]] = {}
     for key, before in summary.items():
-        if not key.endswith("_before") or key.endswith("prompts_before"):
+        if not key.endswith("_before") or key.endswith(("prompts_before", "correct_tokens_before")):  # counts, lengths
             continue
         metric = key.removesuffix("_before")
         if metric.startswith("heldout/"):

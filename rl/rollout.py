@@ -5,13 +5,15 @@ requests over the engines by load (`rl.scheduler.EnginePool`), and gets back eve
 computed by the rollout actors as each request finishes, `rl.actors.RolloutActor.rollout`). A crashed engine is
 restarted, gets the current weights, and its requests are re-run: the batch holds every sample exactly once.
 `sync(version)` sends the trainer's weights to every engine; `enforce_staleness` regenerates groups drawn by
-weights older than the bound.
+weights older than the bound. With partial rollouts, `generate_ahead(step)` runs `generate` in a driver thread so
+that a sync can land while the batch's requests are in flight (the engines freeze them, take the weights, go on).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from core.chat import render_prompt
@@ -52,8 +54,18 @@ class RolloutBatch:
         return [r for g in self.groups for r in g.rewards]
 
     def staleness(self, trainer_version: int) -> list[int]:
-        """Per sample: how many weight versions behind the trainer's the weights that drew it are."""
+        """Per sample: how many weight versions behind the trainer's the weights that drew it are (its oldest
+        token's, with partial rollouts)."""
         return [trainer_version - s.weight_version for s in self.samples]
+
+    def token_staleness_mean(self, trainer_version: int) -> float:
+        """Mean over response tokens of how many versions behind the trainer's the weights that sampled them are."""
+        versions = [v for s in self.samples for v in s.versions()]
+        return sum(trainer_version - v for v in versions) / max(1, len(versions))
+
+    def partial_samples(self) -> int:
+        """Samples whose tokens were drawn by more than one weight version (a sync landed mid-request)."""
+        return sum(len(set(s.token_versions)) > 1 for s in self.samples)
 
 
 def refill_seed(seed: int, step: int, refill_round: int) -> int:
@@ -96,6 +108,7 @@ class RolloutSide:
         self.group = None  # the placement group of the engines this side creates
         self.version = 0
         self.length_router: RewardRouter | None = None  # group length terms when samples of a group are scored apart
+        self.ahead_threads: ThreadPoolExecutor | None = None  # partial rollouts: batches generated beside the syncs
         s = cfg.scheduler
         self.pool = EnginePool(self._factory, max(cfg.placement.rollout_engines, len(self.given)), dispatch=s.dispatch,
                                balance_by=s.balance_by, max_inflight_per_engine=s.max_inflight_per_engine,
@@ -178,6 +191,13 @@ class RolloutSide:
         return RolloutBatch(step, groups, stats, time_generate_s=time.perf_counter() - t0,
                             time_reward_s=sum(r.time_reward_s for r in results))
 
+    def generate_ahead(self, step: int) -> "Future[RolloutBatch]":
+        """Partial rollouts: step `step`'s batch, generated in a driver thread (`generate`), so the driver can sync
+        weights while its requests are in flight; `.result()` is the batch."""
+        if self.ahead_threads is None:
+            self.ahead_threads = ThreadPoolExecutor(max_workers=self.cfg.max_staleness + 1, thread_name_prefix="rollout-ahead")
+        return self.ahead_threads.submit(self.generate, step)
+
     def _add_length_terms(self, template: Sample, samples: list[RolloutSample], rewards: list[RewardResult], step: int) -> None:
         if self.length_router is None:
             self.length_router = RewardRouter(reward_config_from_dict(self.cfg.rewards))
@@ -199,6 +219,10 @@ class RolloutSide:
 
     def shutdown(self, keep: list | None = None) -> None:
         import ray
+
+        if self.ahead_threads is not None:  # a run that failed may leave a batch generating ahead: drop it
+            self.ahead_threads.shutdown(wait=False, cancel_futures=True)
+            self.ahead_threads = None
 
         for i, engine in enumerate(self.pool.engines):
             if i in self.fresh or keep is None:

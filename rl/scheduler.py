@@ -30,6 +30,11 @@ either kind for `RolloutActor.generate` with the seeds the engine would have use
 give the same tokens for the same seed; `join_groups` puts the results back into one group per prompt
 (the GRPO rollout side uses both).
 
+Concurrent runs. Several `run` calls may be in flight at once from different threads of the driver (partial
+rollouts: the next step's batch starts while the current one's long requests finish); each balances its own items.
+A dead engine is replaced once: the first run to see it replaces it (under the pool's lock) and every run
+requeues its own items; a restarting engine takes no new item from any run until its replacement is ready.
+
 Fault tolerance. Protects against: an engine (actor) dying mid-run — a crash, an OOM kill, a preempted node,
 `ray.kill` — and the vLLM engine core inside a live actor dying (`EngineDeadError`: killed, OOM): both are
 handled alike. The first `RayActorError` from an engine replaces it with `factory(i)`, calls `on_restart(i, actor)`
@@ -44,6 +49,7 @@ its exception propagates with the item's index, the rest of the batch is cancell
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -155,6 +161,8 @@ class EnginePool:
         self.on_restart = on_restart
         self.order = order
         self.engines = [factory(i) for i in range(num_engines)]
+        self.lock = threading.RLock()  # engine replacement, shared by concurrent runs
+        self.starting: dict[Any, int] = {}  # on_restart's ready-ref -> engine (no run feeds it until it resolves)
 
     def map(self, fn: Callable[[Any], Any]) -> list[Any]:
         """`fn(actor) -> ObjectRef` on every engine at once, e.g. a weight sync; their results in engine order."""
@@ -181,8 +189,8 @@ class _Run:
         self.engine_of = [-1] * len(items)
         self.restarts = 0
         self.outstanding: dict[Any, tuple[int, WorkItem]] = {}  # ref -> (engine, item)
+        self.sent_to: dict[Any, Any] = {}  # ref -> the actor handle it went to (a replaced engine is not replaced twice)
         self.inflight: list[dict[int, WorkItem]] = [{} for _ in range(n)]  # engine -> index -> item
-        self.starting: dict[Any, int] = {}  # on_restart's ready-ref -> engine (not fed until it resolves)
         self.busy_since: list[float | None] = [None] * n
         if pool.dispatch == "static":  # engine i gets the i-th contiguous chunk, whatever `order` says
             bounds = [len(items) * i // n for i in range(n + 1)]
@@ -198,14 +206,17 @@ class _Run:
         try:
             while True:
                 self.feed()
-                waiting = list(self.outstanding) + list(self.starting)
-                if not waiting:
+                with self.pool.lock:
+                    starting = list(self.pool.starting)
+                if not self.outstanding and not any(self.queues):
                     break
-                [ready], _ = ray.wait(waiting, num_returns=1)
-                if ready in self.starting:
-                    self.engine_started(ready)
-                else:
+                if not self.outstanding and not starting:  # items left, no engine to take them, none coming back
+                    raise RuntimeError(f"rollout dispatch stalled: {sum(map(len, self.queues))} item(s) queued and no engine ready")
+                [ready], _ = ray.wait(list(self.outstanding) + starting, num_returns=1)
+                if ready in self.outstanding:
                     self.collect(ready)
+                else:
+                    self.engine_started(ready)
         except BaseException:
             self.cancel_outstanding()
             raise
@@ -221,7 +232,9 @@ class _Run:
         return sum(it.cost for it in inflight) if self.pool.balance_by == "tokens" else float(len(inflight))
 
     def ready_engines(self) -> list[int]:
-        return [e for e in range(len(self.pool.engines)) if e not in self.starting.values()]
+        with self.pool.lock:
+            starting = set(self.pool.starting.values())
+        return [e for e in range(len(self.pool.engines)) if e not in starting]
 
     def feed(self) -> None:
         """Submit every item the policy allows now."""
@@ -238,8 +251,10 @@ class _Run:
             self.send(min(open_engines, key=lambda e: (self.load(e), e)), queue.popleft())
 
     def send(self, engine: int, item: WorkItem) -> None:
-        ref = self.submit(self.pool.engines[engine], item)
+        actor = self.pool.engines[engine]
+        ref = self.submit(actor, item)
         self.outstanding[ref] = (engine, item)
+        self.sent_to[ref] = actor
         self.inflight[engine][item.index] = item
         self.attempts[item.index] += 1
         if self.busy_since[engine] is None:
@@ -260,14 +275,15 @@ class _Run:
         import ray
 
         engine, item = self.outstanding.pop(ref)
+        actor = self.sent_to.pop(ref)
         try:
             result = ray.get(ref)
         except ray.exceptions.RayActorError as err:  # `item` is still in the engine's inflight: replace() requeues it
-            self.replace(engine, err)
+            self.replace(engine, err, actor)
             return
         except Exception as err:
             if engine_died(err):  # the actor lives but its engine is gone: the same as a dead actor
-                self.replace(engine, err)
+                self.replace(engine, err, actor)
                 return
             raise _item_error(item, engine, err) from err
         self.take(engine, item, result)
@@ -283,13 +299,15 @@ class _Run:
         """Back to the front of the queue it came from (a dead engine's work goes first)."""
         self.queues[engine if self.pool.dispatch == "static" else 0].appendleft(item)
 
-    def replace(self, engine: int, err: Exception) -> None:
-        """Engine `engine` died: a new actor in its place, and everything it still held is dispatched again."""
+    def replace(self, engine: int, err: Exception, dead=None) -> None:
+        """Engine `engine` (the actor `dead`) died: a new actor in its place, and everything it still held is
+        dispatched again. If another run already replaced it, only this run's items are requeued."""
         import ray
 
         refs = [ref for ref, (e, _item) in self.outstanding.items() if e == engine]
         done, _ = ray.wait(refs, num_returns=len(refs), timeout=0) if refs else ([], [])
         for ref in refs:
+            self.sent_to.pop(ref, None)
             item = self.outstanding.pop(ref)[1]
             if ref in done:  # finished before the engine died: keep it (vLLM work is worth salvaging)
                 try:
@@ -304,6 +322,14 @@ class _Run:
             item = self.inflight[engine][index]
             self.settle(engine, index)
             self.requeue(engine, item)
+        with self.pool.lock:
+            if dead is not None and self.pool.engines[engine] is not dead:
+                return  # another run replaced it already: its replacement takes these items once it is ready
+            self._replace_locked(engine, err, lost)
+
+    def _replace_locked(self, engine: int, err: Exception, lost: list[int]) -> None:
+        import ray
+
         self.restarts += 1
         self.stats[engine].restarts += 1
         if self.restarts > self.pool.max_restarts:
@@ -317,16 +343,19 @@ class _Run:
         self.pool.engines[engine] = actor
         ready = self.pool.on_restart(engine, actor) if self.pool.on_restart else None
         if ready is not None:
-            self.starting[ready] = engine
+            self.pool.starting[ready] = engine
 
     def engine_started(self, ref) -> None:
         import ray
 
-        engine = self.starting.pop(ref)
+        with self.pool.lock:
+            engine = self.pool.starting.pop(ref, None)
+        if engine is None:  # another run saw it first
+            return
         try:
             ray.get(ref)
         except ray.exceptions.RayActorError as err:  # died while starting: counts as another restart
-            self.replace(engine, err)
+            self.replace(engine, err, self.pool.engines[engine])
         except Exception as err:
             raise RuntimeError(f"engine {engine} failed to start after a restart: {err}") from err
 

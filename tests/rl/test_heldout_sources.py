@@ -56,7 +56,11 @@ def test_per_source_values_equal_the_answer_verdicts_of_the_same_outputs(shared_
     tokenizer = AutoTokenizer.from_pretrained(tiny_grpo_checkpoint["model"])
     ray_local.get(shared_rollout.configure_rewards.remote(cfg))
     got = evaluate_heldout(cfg, shared_rollout, tokenizer)
-    assert set(got) == {f"heldout/{s}/{m}" for s in ("math", "ifeval") for m in ("greedy", "mean@2", "prompts")}
+    # and, for a domain with answer verdicts some of which are right, the mean length of its correct responses
+    lengths = {k for k in got if k.endswith("/correct_tokens")}
+    assert set(got) - lengths == {f"heldout/{s}/{m}" for s in ("math", "ifeval") for m in ("greedy", "mean@2", "prompts")}
+    assert lengths <= {"heldout/math/correct_tokens", "heldout/ifeval/correct_tokens"}
+    assert all(0 < got[k] <= 16 for k in lengths)
     assert got == evaluate_heldout(cfg, shared_rollout, tokenizer)  # deterministic (greedy, and seeded samples)
     greedy = SamplingSettings(samples_per_prompt=1, max_response_tokens=16, temperature=0.0)
     for source in cfg.sources:
