@@ -4,7 +4,9 @@ Run:
     .venv/bin/python bench/async_speedup.py                          # the peer workload (random-init 9.8M Qwen2)
     .venv/bin/python bench/async_speedup.py --workload longtail      # the same model, EOS honoured, long-tail lengths
     .venv/bin/python bench/async_speedup.py --workload quickstart    # the quickstart's SFT model (make quickstart)
-    options: [--steps 10] [--warmup 2] [--rollout-cores 0 --trainer-cores 1]
+    .venv/bin/python bench/async_speedup.py --workload longtail --peer-size tiny --modes async_colocated,partial_colocated
+                                                                     # partial rollouts where generation dominates
+    options: [--steps 10] [--warmup 2] [--rollout-cores 0 --trainer-cores 1] [--modes a,b,...]
 
 Workloads: `peer` is bench/vs_trl.py's (8 prompts x 8 samples x 128 tokens, EOS ignored, lr 1e-6, β 0.04: every
 step does the same work); `longtail` honours EOS with up to 384 tokens, so a step waits for its longest samples
@@ -61,7 +63,7 @@ def workload(args) -> dict:
     sys.path.insert(0, str(ROOT / "bench"))
     from vs_trl import ensure_workload  # the peer model and task, made once under .bench/peer
 
-    model, task = ensure_workload()
+    model, task = ensure_workload(args.peer_size)
     longtail = args.workload == "longtail"
     return {"model_path": str(model), "sources": [{"name": "arith", "path": str(task), "mode": "direct"}],
             "prompts_per_step": 8, "rewards": {"routes": {"synthetic/arith": "math"}},
@@ -112,6 +114,8 @@ def main() -> None:
     ap.add_argument("--workload", choices=["peer", "longtail", "quickstart"], default="peer")
     ap.add_argument("--model", default="mixrl/assets/base_tiny", help="--workload quickstart: the SFT checkpoint")
     ap.add_argument("--data", default="runs/quickstart/data", help="--workload quickstart: the datasets")
+    ap.add_argument("--peer-size", default="small", choices=["tiny", "small", "medium"],
+                    help="peer/longtail: the random-init model (tiny 0.43M: generation-bound; small 9.8M: trainer-bound here)")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2, help="steps left out of the means (start-up, the pipeline filling)")
     ap.add_argument("--all-cores", default=f"0-{(os.cpu_count() or 2) - 1}")
@@ -129,6 +133,17 @@ def main() -> None:
         tmp = Path(tmp)
         modes = {name: run_mode(args, tmp, name, **settings[name]) for name in args.modes.split(",")}
     t = {name: phase_times(rows) for name, rows in modes.items()}
+    out: dict = {"workload": {"name": args.workload, "peer_size": args.peer_size, "steps": args.steps, "warmup": args.warmup, "cores": os.cpu_count(),
+                              "split": {"rollout": args.rollout_cores, "trainer": args.trainer_cores},
+                              "loadavg_1m_end": os.getloadavg()[0]},
+                 "modes": t,
+                 # step-boundary sync / partial rollouts, same placement (> 1: partial rollouts are faster)
+                 "partial_speedup_vs_step_boundary": {p: t[a]["step_s"] / t[p]["step_s"] for p, a in
+                                                      (("partial", "async"), ("partial_colocated", "async_colocated"))
+                                                      if p in t and a in t}}
+    if not {"sync_colocated", "sync_split", "async"} <= set(t):  # the overlap figures need these three
+        print(json.dumps(out, indent=2))
+        return
     split = t["sync_split"]
     train, sync = split["train_s"], split["sync_s"]
     # the rollout phase is everything the trainer waits for in a synchronous step: generation, rewards and the
@@ -141,11 +156,7 @@ def main() -> None:
     ideal_generate_only = (g + train) / max(g, train)
     vs_split = split["step_s"] / t["async"]["step_s"]
     best_async = min((m for m in ("async", "async_colocated") if m in t), key=lambda m: t[m]["step_s"])
-    out = {
-        "workload": {"name": args.workload, "steps": args.steps, "warmup": args.warmup, "cores": os.cpu_count(),
-                     "split": {"rollout": args.rollout_cores, "trainer": args.trainer_cores},
-                     "loadavg_1m_end": os.getloadavg()[0]},
-        "modes": t,
+    out.update({
         "speedup_vs_sync_colocated": t["sync_colocated"]["step_s"] / t["async"]["step_s"],
         "best_async_mode": best_async,
         "best_async_speedup_vs_sync_colocated": t["sync_colocated"]["step_s"] / t[best_async]["step_s"],
@@ -157,10 +168,7 @@ def main() -> None:
         "ideal_speedup_with_sync": ideal_with_sync,
         "overlap_efficiency": vs_split / ideal,
         "overlap_efficiency_with_sync": vs_split / ideal_with_sync,
-        # step-boundary sync / partial rollouts, same placement (> 1: partial rollouts are faster)
-        "partial_speedup_vs_step_boundary": {p: t[a]["step_s"] / t[p]["step_s"] for p, a in
-                                             (("partial", "async"), ("partial_colocated", "async_colocated")) if p in t and a in t},
-    }
+    })
     print(json.dumps(out, indent=2))
 
 

@@ -112,14 +112,14 @@ def ensure_trl_venv(venv: Path = TRL_VENV) -> Path:
 # ---- 2. the workload ----------------------------------------------------------------------------------------
 
 
-def ensure_workload() -> tuple[Path, Path]:
-    """The `small` model and the task under .bench/peer (made with our venv: transformers 5.19, the version
-    shared/peers/README.md's weight hashes were taken with). Returns (model folder, train parquet)."""
-    model, data = PEER_HOME / "models" / SIZE, PEER_HOME / "data"
+def ensure_workload(size: str = SIZE) -> tuple[Path, Path]:
+    """The `small` model (or another peer size) and the task under .bench/peer (made with our venv: transformers
+    5.19, the version shared/peers/README.md's weight hashes were taken with). Returns (model folder, train parquet)."""
+    model, data = PEER_HOME / "models" / size, PEER_HOME / "data"
     env = {**os.environ, "PEERS_HOME": str(PEER_HOME)}
     if not (model / "manifest.json").exists():
         subprocess.run([sys.executable, str(WORKLOAD / "make_model.py"), "--out", str(PEER_HOME / "models"),
-                        "--sizes", SIZE], check=True, env=env, stdout=subprocess.DEVNULL)
+                        "--sizes", size], check=True, env=env, stdout=subprocess.DEVNULL)
     if not (data / "train.parquet").exists():
         subprocess.run([sys.executable, str(WORKLOAD / "make_task.py"), "--out", str(data)], check=True, env=env,
                        stdout=subprocess.DEVNULL)
