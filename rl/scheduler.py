@@ -313,9 +313,11 @@ class _Run:
                 try:
                     self.take(engine, item, ray.get(ref))
                 except ray.exceptions.RayActorError:
-                    pass  # lost with the engine
+                    pass  # lost with the engine: still in its inflight, requeued below
                 except Exception as other:
-                    raise _item_error(item, engine, other) from other
+                    if not engine_died(other):
+                        raise _item_error(item, engine, other) from other
+                    # its engine-core died under it as well (each request sees the death on its own): requeued below
         # the rest is never read again: those items run once more, and each result is taken once
         lost = sorted(self.inflight[engine])
         for index in reversed(lost):

@@ -22,11 +22,13 @@ UNIT_S = 0.02  # seconds per unit of length on the simulated engine
 class SimEngine:
     """A stand-in engine: serves requests one at a time, counts how many are outstanding, can die or fail."""
 
-    def __init__(self, unit_s: float = UNIT_S, die_on: int = -1, marker: str = "", fail_on: int = -1):
+    def __init__(self, unit_s: float = UNIT_S, die_on: int = -1, marker: str = "", fail_on: int = -1, core_dies_on: int = -1):
         import asyncio
 
         self.lock = asyncio.Lock()
         self.unit_s, self.die_on, self.marker, self.fail_on = unit_s, die_on, marker, fail_on
+        self.core_dies_on = core_dies_on  # the actor lives, its "engine core" dies: every request in it fails at once
+        self.core_died = asyncio.Event()
         self.outstanding = self.max_outstanding = 0
 
     async def work(self, index: int, length: int) -> dict:
@@ -35,6 +37,16 @@ class SimEngine:
         self.outstanding += 1
         self.max_outstanding = max(self.max_outstanding, self.outstanding)
         try:
+            if index == self.core_dies_on and not os.path.exists(self.marker):
+                Path(self.marker).touch()
+                self.core_died.set()
+            if self.core_dies_on >= 0:  # every request in flight sees the death on its own, as vLLM's watchers do
+                done, _ = await asyncio.wait([asyncio.ensure_future(self.core_died.wait())], timeout=length * self.unit_s)
+                if done:
+                    from core.engine import EngineCoreDeadError
+
+                    raise EngineCoreDeadError(f"engine core died under request {index}")
+                return {"index": index, "length": length, "pid": os.getpid()}
             async with self.lock:
                 if index == self.die_on and not (self.marker and os.path.exists(self.marker)):
                     if self.marker:  # die the first time only: the restarted engine finds the marker
@@ -171,6 +183,21 @@ def test_a_dying_engine_is_restarted_and_its_items_rerun_once(ray_local, tmp_pat
             # requests in any order, so which others were lost with it is up to Ray)
             assert results[5]["pid"] == ray.get(pool.engines[0].ping.remote())
         kill_all(ray, pool)
+
+
+def test_an_engine_core_death_seen_by_every_request_restarts_once(ray_local, tmp_path):
+    """The actor lives but its engine core died, and each outstanding request fails with it at about the same time:
+    the siblings' errors (already done when the first is handled) are the same death, not request failures."""
+    ray = ray_local
+    made, restarted = [], []
+    pool = EnginePool(sim_factory(ray, made, unit_s=0.05, core_dies_on=2, marker=str(tmp_path / "died")), 1,
+                      max_inflight_per_engine=4, on_restart=lambda i, actor: restarted.append(i) or actor.ping.remote())
+    lengths = [4, 4, 4, 4, 1, 1]
+    results, stats = pool.run(length_items(lengths), submit_work)
+    assert [r["index"] for r in results] == list(range(len(lengths)))  # every item exactly once
+    assert stats.restarts == 1 and made == [0, 0] and restarted == [0]
+    assert sum(a == 2 for a in stats.attempts) >= 2  # the dying request and its siblings ran again
+    kill_all(ray, pool)
 
 
 def test_too_many_restarts_name_the_engine(ray_local):
