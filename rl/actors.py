@@ -369,10 +369,6 @@ def ensure_ray(cfg: GRPOConfig) -> None:
         from core.quiet_logs import verbose
 
         kwargs = {"num_cpus": cfg.ray.num_cpus} if cfg.ray.num_cpus and not cfg.ray.address else {}
-        if not cfg.ray.address:
-            # a new local cluster: token authentication, which Ray enables by default anyway, but said explicitly so
-            # Ray does not warn on the console that it did (a user's own RAY_AUTH_MODE wins)
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
         # the actors' output reaches the console (their errors, vLLM's warnings); Ray's own INFO lines only if verbose
         ray.init(address=cfg.ray.address or None, include_dashboard=False, log_to_driver=True,
                  logging_level=logging.INFO if verbose() else logging.WARNING, **kwargs)
