@@ -10,10 +10,12 @@ Partial rollouts (`partial_rollouts=True`, report §4.3.1's one-step pipeline wi
 a weight update no longer waits for the requests in flight. `start_weight_update` freezes them where they are
 with `AsyncLLM.pause_generation(mode="keep", clear_cache=False)` (their KV cache stays), the new weights load,
 `finish_weight_update` labels them and `resume_generation()` lets the same requests go on with the new weights.
-Responses stream back token by token and every token is tagged with the engine's weight version when it
-arrived (`RolloutSample.token_versions`): vLLM runs no step while paused, and `pause_generation` returns only
-once the tokens sampled before the pause have been handed out, so a token is tagged with the weights that
-sampled it. Each token's behaviour logprob is vLLM's own for that token, under the weights that drew it.
+Every token is tagged with the weight version that sampled it (`RolloutSample.token_versions`) without streaming
+tokens back: just before generation resumes, each request in flight marks how many tokens every one of its
+samples holds (vLLM's output processor keeps the count), and those marks split the final response into version
+spans. vLLM runs no step while paused, and the whole transfer separates the pause from the marks, so the tokens
+sampled before the pause are all counted by then. Each token's behaviour logprob is vLLM's own for that token,
+under the weights that drew it.
 Prefix caching is off in this mode: a frozen request holds its blocks through the update, so the cache could
 not be reset and a new request would reuse prompt KV computed by the old weights.
 
@@ -137,7 +139,8 @@ class RolloutEngine:
                  partial_rollouts: bool = False):
         self.model_path = model_path
         self.partial_rollouts = partial_rollouts  # weight updates land mid-request; tokens carry their versions
-        self.streamed_tokens = 0  # response tokens handed out so far (partial rollouts; diagnostics)
+        # partial rollouts: request id -> (sample index, its tokens so far, the version after) at each update it saw
+        self.version_marks: dict[str, list[tuple[int, int, int]]] = {}
         self.tensor_parallel_size = tensor_parallel_size
         self.gpu_memory_utilization = gpu_memory_utilization  # GPU engines only
         self.enforce_eager = enforce_eager  # None: eager on CPU only
@@ -208,23 +211,9 @@ class RolloutEngine:
         from vllm.sampling_params import RequestOutputKind
 
         async def one(index: int, ids: list[int]) -> list[RolloutSample]:
-            if self.partial_rollouts:
-                return await self._streamed(index, ids, params(index, RequestOutputKind.DELTA))
-            final = None
-            async for out in self.engine.generate({"prompt_token_ids": ids}, params(index, RequestOutputKind.FINAL_ONLY),
-                                                  request_id=uuid.uuid4().hex):
-                final = out
-            samples = []
-            if final is None or len(final.outputs) != settings.samples_per_prompt:
-                got = 0 if final is None else len(final.outputs)
-                raise RuntimeError(f"vLLM returned {got} completions for prompt {index}, expected {settings.samples_per_prompt}")
-            for comp in sorted(final.outputs, key=lambda c: c.index):
-                logprobs = [float(step[tok].logprob) for tok, step in zip(comp.token_ids, comp.logprobs)]
-                samples.append(RolloutSample(list(ids), list(comp.token_ids), logprobs, comp.text,
-                                             comp.finish_reason or "length", self.weight_version))
-            return samples
+            return await self._request(index, ids, params(index))
 
-        def params(index: int, output_kind) -> SamplingParams:
+        def params(index: int) -> SamplingParams:
             return SamplingParams(
                 n=settings.samples_per_prompt,
                 max_tokens=settings.max_response_tokens,
@@ -238,9 +227,7 @@ class RolloutEngine:
                 skip_special_tokens=True,
                 thinking_token_budget=settings.thinking_token_budget or None,
                 ignore_eos=settings.ignore_eos,
-                # FINAL_ONLY: one output holding all n completions; DELTA (partial rollouts): each output holds the
-                # new tokens of the completions that advanced in that engine step, tagged on arrival
-                output_kind=output_kind,
+                output_kind=RequestOutputKind.FINAL_ONLY,  # one output holding all n completions
             )
 
         work = asyncio.gather(*(one(i, ids) for i, ids in enumerate(prompt_ids)))
@@ -252,30 +239,54 @@ class RolloutEngine:
                 work.cancel()
                 raise EngineCoreDeadError(f"vLLM engine process(es) {dead} of {self.model_path} died mid-generation")
 
-    async def _streamed(self, index: int, ids: list[int], params) -> list[RolloutSample]:
-        """One prompt's n samples, streamed: each token tagged with the weight version in force when it arrived."""
-        n = params.n
-        tokens: list[list[int]] = [[] for _ in range(n)]
-        logprobs: list[list[float]] = [[] for _ in range(n)]
-        versions: list[list[int]] = [[] for _ in range(n)]
-        texts: list[list[str]] = [[] for _ in range(n)]
-        finish: list[str | None] = [None] * n
-        async for out in self.engine.generate({"prompt_token_ids": ids}, params, request_id=uuid.uuid4().hex):
-            version = self.weight_version
-            for comp in out.outputs:
-                c = comp.index
-                tokens[c].extend(comp.token_ids)
-                logprobs[c].extend(float(step[tok].logprob) for tok, step in zip(comp.token_ids, comp.logprobs or []))
-                versions[c].extend([version] * len(comp.token_ids))
-                texts[c].append(comp.text)
-                finish[c] = comp.finish_reason or finish[c]
-                self.streamed_tokens += len(comp.token_ids)
-        if any(f is None for f in finish) or any(len(t) != len(lp) for t, lp in zip(tokens, logprobs)):
-            raise RuntimeError(f"vLLM's stream for prompt {index} ended with {sum(f is not None for f in finish)} of {n} "
-                               f"completions finished")
-        return [RolloutSample(list(ids), tokens[c], logprobs[c], "".join(texts[c]), finish[c] or "length",
-                              min(versions[c], default=self.weight_version), token_versions=versions[c])
-                for c in range(n)]
+    async def _request(self, index: int, ids: list[int], params) -> list[RolloutSample]:
+        """One prompt's n samples. With partial rollouts each token is tagged with the weight version that sampled it:
+        the version when the request entered the engine, then the version after each update it lived through, from
+        the token count marked at that update (`mark_versions`)."""
+        rid = uuid.uuid4().hex
+        self.version_marks[rid] = []
+        queue = None
+        try:
+            queue = await self.engine.add_request(rid, {"prompt_token_ids": ids}, params)
+            # read after admission: an update whose marks missed this request came before it entered the engine
+            start = self.weight_version
+            final = None
+            while final is None or not final.finished:
+                final = queue.get_nowait() or await queue.get()
+        except asyncio.CancelledError:
+            if queue is not None:
+                await self.engine.abort(queue.request_id, internal=True)
+            raise
+        finally:
+            marks = self.version_marks.pop(rid)
+        if len(final.outputs) != params.n:
+            raise RuntimeError(f"vLLM returned {len(final.outputs)} completions for prompt {index}, expected {params.n}")
+        samples = []
+        for comp in sorted(final.outputs, key=lambda c: c.index):
+            versions, version, done = [], start, 0
+            for count, after in ((count, after) for c, count, after in marks if c == comp.index):
+                versions += [version] * (count - done)
+                version, done = after, count
+            versions += [version] * (len(comp.token_ids) - done)
+            logprobs = [float(step[tok].logprob) for tok, step in zip(comp.token_ids, comp.logprobs)]
+            samples.append(RolloutSample(list(ids), list(comp.token_ids), logprobs, comp.text, comp.finish_reason or "length",
+                                         min(versions, default=start),
+                                         token_versions=versions if self.partial_rollouts else []))
+        return samples
+
+    def mark_versions(self) -> None:
+        """At a weight update, before generation resumes: for every sample in flight, how many tokens it holds (all
+        sampled by the weights before) and the version the rest will come from. A sample that finished is gone
+        from vLLM's request states; one not yet scheduled counts 0."""
+        for state in self.engine.output_processor.request_states.values():
+            marks = self.version_marks.get(state.external_req_id)
+            if marks is not None:
+                marks.append((state.request_index, state.detokenizer.num_output_tokens(), self.weight_version))
+
+    def tokens_in_flight(self) -> int:
+        """Tokens generated so far by the samples in flight (partial rollouts; tests wait on it)."""
+        return sum(state.detokenizer.num_output_tokens() for state in self.engine.output_processor.request_states.values()
+                   if state.external_req_id in self.version_marks)
 
     def dead_processes(self) -> list[int]:
         """Engine-core/worker processes of this engine that are gone (or zombies), or [-1] when vLLM says it errored."""
@@ -311,7 +322,6 @@ class RolloutEngine:
     async def start_weight_update(self) -> None:
         if self.partial_rollouts:  # freeze the requests in flight (KV cache kept); they resume with the new weights
             await self.engine.pause_generation(mode="keep", clear_cache=False)
-            await asyncio.sleep(0)  # let the streams take the tokens handed out before the pause, at the old version
         await self.engine.start_weight_update()
 
     async def receive_weights(self, update_info: dict) -> None:
@@ -323,6 +333,7 @@ class RolloutEngine:
         await self.engine.finish_weight_update(weight_version=str(version))
         self.weight_version = int(await self.engine.get_weight_version())
         if self.partial_rollouts:  # tokens from here on are the new version's (no prefix cache in this mode)
+            self.mark_versions()  # no await between the new version and the marks
             await self.engine.resume_generation()
         else:
             await self.engine.reset_prefix_cache()  # cached KV came from the old weights

@@ -176,9 +176,10 @@ class RolloutActor:
     async def weight_version(self) -> int:
         return self.engine.weight_version
 
-    async def diagnostic_streamed_tokens(self) -> int:
-        """Response tokens streamed so far (partial rollouts): tests wait on it to update weights mid-request."""
-        return self.engine.streamed_tokens
+    async def diagnostic_tokens_in_flight(self) -> int:
+        """Tokens generated so far by the samples in flight (partial rollouts): tests wait on it to update weights
+        mid-request."""
+        return self.engine.tokens_in_flight()
 
     async def diagnostic_pid(self) -> int:
         """The actor's process id (diagnostics: tests check that a crashed engine was replaced)."""
