@@ -33,8 +33,9 @@ What it does, back to back, every run in its own process:
 
 Prints one JSON object on stdout (progress on stderr) and keeps it in `.bench/vs_trl_last.json`; child logs in
 `.bench/logs/`. s/step = the median over steps 2..N of the wall time between consecutive step ends (step 1 carries
-lazy initialisation); start-up = process start to the end of step 1; peak RSS = the largest sum of RSS over the
-run's process tree (sampled every 0.5 s; pages shared between processes count more than once).
+lazy initialisation); start-up = process start to the end of step 1; peak memory = the largest sum over the run's
+process tree, sampled every 0.5 s, of RSS (pages shared between processes count once per process) and of PSS
+(shared pages split between their processes: what the run takes from the machine).
 Random weights never earn a reward: every group has zero variance and zero advantage (shared/peers/README.md §5);
 both tools still run every forward, backward and optimizer step.
 """
@@ -129,21 +130,26 @@ def ensure_workload(size: str = SIZE) -> tuple[Path, Path]:
 # ---- 3. running a child and watching it ---------------------------------------------------------------------
 
 
-def _tree_rss_mb(pid: int) -> float:
+def _tree_memory_mb(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) summed over the process tree, MiB. RSS counts a page shared by several processes (torch's and
+    vLLM's libraries, Ray's shared objects) once per process; PSS splits it between them, so the PSS sum is what
+    the tree takes from the machine."""
     import psutil
 
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0.0
-    total = 0
+        return 0.0, 0.0
+    rss = pss = 0
     for p in procs:
         try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:  # exited between listing and reading: it holds no memory now
+            info = p.memory_full_info()
+            rss += info.rss
+            pss += getattr(info, "pss", info.rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):  # exited between listing and reading: it holds no memory now
             pass
-    return total / 2**20
+    return rss / 2**20, pss / 2**20
 
 
 def run_child(name: str, cmd: list[str], *, first_step: re.Pattern, env: dict | None = None) -> dict:
@@ -154,7 +160,7 @@ def run_child(name: str, cmd: list[str], *, first_step: re.Pattern, env: dict | 
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
-    seen: dict = {"startup_s": None, "stdout": [], "peak_rss_mb": 0.0}
+    seen: dict = {"startup_s": None, "stdout": [], "peak_rss_mb": 0.0, "peak_pss_mb": 0.0}
 
     def pump(stream, path: Path, keep: bool) -> None:
         with open(path, "w") as f:
@@ -170,7 +176,8 @@ def run_child(name: str, cmd: list[str], *, first_step: re.Pattern, env: dict | 
     for t in threads:
         t.start()
     while proc.poll() is None:
-        seen["peak_rss_mb"] = max(seen["peak_rss_mb"], _tree_rss_mb(proc.pid))
+        rss, pss = _tree_memory_mb(proc.pid)
+        seen["peak_rss_mb"], seen["peak_pss_mb"] = max(seen["peak_rss_mb"], rss), max(seen["peak_pss_mb"], pss)
         time.sleep(0.5)
     for t in threads:
         t.join()
@@ -180,7 +187,7 @@ def run_child(name: str, cmd: list[str], *, first_step: re.Pattern, env: dict | 
         sys.stderr.write(tail)
         raise SystemExit(f"{name}: exit status {proc.returncode} (logs in {logs})")
     return {"total_wall_s": round(wall, 2), "startup_s": round(seen["startup_s"], 2) if seen["startup_s"] else None,
-            "peak_rss_tree_mb": round(seen["peak_rss_mb"]), "stdout": seen["stdout"],
+            "peak_rss_tree_mb": round(seen["peak_rss_mb"]), "peak_pss_tree_mb": round(seen["peak_pss_mb"]), "stdout": seen["stdout"],
             "loadavg_1m_before": round(load_before, 2), "loadavg_1m_after": round(os.getloadavg()[0], 2)}
 
 

@@ -22,6 +22,7 @@ True
 from __future__ import annotations
 
 import random
+import re
 from typing import Any, Callable
 
 from mixrl.data.rows import Sample, generate_rows
@@ -66,6 +67,39 @@ def trace(steps: list[Step]) -> str:
     '7 * 3 = 21\\n12 + 21 = 33'
     """
     return "\n".join(f"{a} {op} {b} = {c}" for a, op, b, c in steps)
+
+
+INVERSE = {"+": "-", "-": "+", "*": "/", "/": "*"}
+_TRACE_LINE = re.compile(r"^(-?\d+) ([-+*/]) (-?\d+) = (-?\d+)$")
+
+
+def verbose_trace(steps: list[Step]) -> str:
+    """A long-winded `trace`: every step, then a check by the inverse operation, then the step restated. The same
+    answer in about three times the tokens: the long chain of thought a length penalty should cut (report Fig. 5,
+    Kimi k1.5's long2short); `bench/length_penalty.py` fine-tunes a verbose start on it.
+
+    >>> verbose_trace([(84, "/", 7, 12)])
+    '84 / 7 = 12\\nCheck: 12 * 7 = 84\\nSo 84 / 7 = 12'
+    """
+    lines = []
+    for a, op, b, c in steps:
+        lines += [f"{a} {op} {b} = {c}", f"Check: {c} {INVERSE[op]} {b} = {a}", f"So {a} {op} {b} = {c}"]
+    return "\n".join(lines)
+
+
+def parse_trace(reasoning: str) -> list[Step]:
+    """The steps of a `trace` text (a row's `extra_info.reasoning`); a line of any other form is an error.
+
+    >>> parse_trace("7 * 3 = 21\\n12 + 21 = 33")
+    [(7, '*', 3, 21), (12, '+', 21, 33)]
+    """
+    steps = []
+    for line in reasoning.splitlines():
+        m = _TRACE_LINE.match(line.strip())
+        if m is None:
+            raise ValueError(f"not a trace line (a op b = c): {line!r}")
+        steps.append((int(m[1]), m[2], int(m[3]), int(m[4])))
+    return steps
 
 
 def _step(a: int, op: str, b: int) -> Step:

@@ -169,3 +169,23 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 def test_rng_streams_differ_per_domain_and_split() -> None:
     draws = {(d, s): rows_mod.rng_stream(d, s, 0).random() for d in DOMAINS for s in ("train", "test")}
     assert len(set(draws.values())) == len(draws)
+
+
+def test_verbose_trace_checks_every_step_and_keeps_the_answer(generated: dict) -> None:
+    """The long-winded traces of bench/length_penalty.py's verbose start: every row's trace parses back into its steps,
+    each check line (the inverse operation) is true arithmetic, the trace ends on the row's answer, and it is about
+    three times as long. A line that is not "a op b = c" is refused, naming it."""
+    from mixrl.data.math_problems import INVERSE, apply, parse_trace, verbose_trace
+
+    for row in generated["math"]["train"][:400]:
+        steps = parse_trace(row["extra_info"]["reasoning"])
+        assert steps and all(apply(a, op, b) == c for a, op, b, c in steps)
+        text = verbose_trace(steps)
+        lines = text.splitlines()
+        assert len(lines) == 3 * len(steps)
+        for (a, op, b, c), check in zip(steps, lines[1::3]):
+            assert check == f"Check: {c} {INVERSE[op]} {b} = {a}" and apply(c, INVERSE[op], b) == a
+        assert lines[-1].endswith(f"= {row['reward_model']['ground_truth']}")
+        assert len(text) >= 2.5 * len(row["extra_info"]["reasoning"])
+    with pytest.raises(ValueError, match="not a trace line.*'so 7 is the answer'"):
+        parse_trace("3 + 4 = 7\nso 7 is the answer")
