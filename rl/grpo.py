@@ -374,20 +374,27 @@ def _run_grpo(cfg: GRPOConfig, rollout) -> dict:
     check_heldout(cfg, rows)
     build_reward_router(cfg).close()  # ... or a bad reward config (preflight checked the rest)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
+    phases = {"data": time.perf_counter() - t_start}  # start-up, phase by phase (summary `startup_phases_s`)
     ensure_ray(cfg)
     check_ray_placement(cfg)  # a placement the cluster cannot hold fails now, naming what is missing
+    phases["ray"] = time.perf_counter() - t_start - sum(phases.values())
     trainer = TrainerGroup(cfg)  # the trainer's models load while the engines start
     side = RolloutSide(cfg, tokenizer, rows, trainer, engines=[rollout] if rollout is not None else None)
-    side.start()
+    side.start()  # the engines, then each engine's transfer group with the (by then loaded) trainer
+    phases["engines_and_trainer"] = time.perf_counter() - t_start - sum(phases.values())
     start_step, ahead, ckpt = restore_grpo_checkpoint(cfg, trainer)
     if ckpt is not None:
         print(f"[grpo] resuming from {ckpt} at step {start_step} ({len(ahead)} batch(es) generated ahead)", flush=True)
     version, _, _ = side.sync(start_step)  # the engines now hold exactly the trainer's weights
+    phases["restore_and_first_sync"] = time.perf_counter() - t_start - sum(phases.values())
     summary_startup_s = time.perf_counter() - t_start
+    print(f"[grpo] start-up {summary_startup_s:.1f} s (" + ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in phases.items())
+          + ")", flush=True)
 
     stop = min(cfg.max_steps, start_step + cfg.stop_after_steps) if cfg.stop_after_steps else cfg.max_steps
     summary: dict = {"run_dir": str(run_dir), "start_step": start_step, "max_staleness": cfg.max_staleness,
-                     "startup_s": round(summary_startup_s, 2)}
+                     "startup_s": round(summary_startup_s, 2),
+                     "startup_phases_s": {k: round(v, 2) for k, v in phases.items()}}
     before = evaluate_heldout(cfg, side.eval_engine, tokenizer, side.rows) if start_step == 0 else None
     if before:
         summary.update({f"{k}_before": v for k, v in before.items()})

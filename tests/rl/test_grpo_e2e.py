@@ -47,7 +47,7 @@ def cli_run(tiny_grpo_checkpoint, tmp_path_factory):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     plot = subprocess.run([sys.executable, "-m", "mixrl.cli", "plot", str(run_dir)], capture_output=True, text=True, timeout=120)
     assert plot.returncode == 0, plot.stderr[-3000:]
-    return run_dir, proc.stderr
+    return run_dir, proc.stderr + proc.stdout  # progress lines on stderr, the run's own notices on stdout
 
 
 def test_two_step_run_leaves_a_complete_run_directory(cli_run, tiny_grpo_checkpoint):
@@ -65,6 +65,12 @@ def test_two_step_run_leaves_a_complete_run_directory(cli_run, tiny_grpo_checkpo
     assert "pg_loss" in rows[-1] and "dispatch/wall_s" in rows[-1]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 2 and "heldout_accuracy_before" in summary and "heldout_accuracy_after" in summary
+    # start-up is accounted for phase by phase, on the console and in the summary
+    phases = summary["startup_phases_s"]
+    assert list(phases) == ["data", "ray", "engines_and_trainer", "restore_and_first_sync"] and min(phases.values()) >= 0
+    assert sum(phases.values()) == pytest.approx(summary["startup_s"], abs=0.05)
+    assert phases["engines_and_trainer"] > 1.0  # a vLLM engine and the trainer's models load there
+    assert any(x.startswith("[grpo] start-up ") and "engines and trainer" in x for x in log.splitlines())
     ckpt = run_dir / "checkpoints" / "step_2"
     assert (ckpt / "policy" / "model.safetensors").exists() and (ckpt / "trainer_state.pt").exists()
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
