@@ -3,7 +3,7 @@ long2short): how much shorter the correct responses get, and what it costs in ac
 
 Run:
     .venv/bin/python bench/length_penalty.py                        # recipes/grpo_math_tiny.yaml's workload, 60 steps
-    .venv/bin/python bench/length_penalty.py --steps 20 --min-span 8 --alpha 0.2
+    .venv/bin/python bench/length_penalty.py --steps 20 --min-span 8 --alpha 0.1
     options: [--recipe recipes/grpo_math_tiny.yaml] [--seed 0] [--staleness 1] [--start verbose|base]
              [--sft-steps 40] [--max-response-tokens 128]
 
@@ -110,7 +110,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--staleness", type=int, default=1)
     ap.add_argument("--min-span", type=int, default=8, help="the Δ_L floor of the 'on' run, in tokens")
-    ap.add_argument("--alpha", type=float, default=0.2, help="α of the 'on' run (held constant)")
+    # 0.1: from the verbose start (seed 0, 60 steps) 0.1 cut the correct responses 48.8% at -0.3 points mean@8
+    # against "off"; 0.2 cut them as much (48.7%) at 4.5 points
+    ap.add_argument("--alpha", type=float, default=0.1, help="α of the 'on' run (held constant)")
     ap.add_argument("--start", choices=["verbose", "base"], default="verbose",
                     help="verbose: fine-tune a long-winded start first (see above); base: the recipe's model as it is")
     ap.add_argument("--sft-steps", type=int, default=40, help="--start verbose: SFT steps of the verbose start")
