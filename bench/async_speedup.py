@@ -59,7 +59,7 @@ def workload(args) -> dict:
                 "sources": [{"name": "math", "path": f"{args.data}/math/train.parquet", "difficulties": [1], "mode": "think"}],
                 "prompts_per_step": 16,
                 "rollout": {"samples_per_prompt": 8, "max_response_tokens": 64, "temperature": 1.0},
-                "trainer": {"micro_batch_sequences": 64, "optim": {"lr_peak": 1e-4, "lr_warmup_steps": 0, "lr_min_ratio": 1.0}}}
+                "trainer": {"optim": {"lr_peak": 1e-4, "lr_warmup_steps": 0, "lr_min_ratio": 1.0}}}
     sys.path.insert(0, str(ROOT / "bench"))
     from vs_trl import ensure_workload  # the peer model and task, made once under .bench/peer
 
@@ -70,7 +70,7 @@ def workload(args) -> dict:
             "rollout": {"samples_per_prompt": 8, "max_response_tokens": 384 if longtail else 128, "temperature": 1.0,
                         "top_p": 1.0, "top_k": -1, "ignore_eos": not longtail, "max_model_len": 512},
             "algo": {"kl_coef": 0.04, "kl_estimator": "k3", "clip_ratio_low": 0.2, "clip_ratio_high": 0.2},
-            "trainer": {"micro_batch_sequences": 64, "optim": {"lr_peak": 1e-6, "lr_warmup_steps": 0, "lr_min_ratio": 0.0,
+            "trainer": {"optim": {"lr_peak": 1e-6, "lr_warmup_steps": 0, "lr_min_ratio": 0.0,
                                                                "weight_decay": 0.0}}}
 
 

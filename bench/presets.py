@@ -39,8 +39,7 @@ def recipe(model: str, data: str, run_dir: Path, preset: str, args) -> dict:
             "sources": [{"name": "math", "path": f"{data}/math/train.parquet", "mode": "think"}],
             "prompts_per_step": args.prompts, "checkpoint_every_steps": 0, "eval": {"prompts": 0},
             "rollout": {"samples_per_prompt": 8, "max_response_tokens": 64, "temperature": 1.0, "max_model_len": 512},
-            "algo": algo, "trainer": {"micro_batch_sequences": 64,
-                                      "optim": {"lr_peak": 1e-4, "lr_warmup_steps": 0, "lr_min_ratio": 1.0}},
+            "algo": algo, "trainer": {"optim": {"lr_peak": 1e-4, "lr_warmup_steps": 0, "lr_min_ratio": 1.0}},
             "ray": {"num_cpus": os.cpu_count() or 2}}
 
 

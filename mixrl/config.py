@@ -64,7 +64,7 @@ def quickstart_grpo_default() -> GRPOConfig:
         max_steps=60,
         max_staleness=1,
         rollout=RolloutConfig(samples_per_prompt=8, max_response_tokens=64, temperature=1.0),
-        trainer=GRPOTrainerConfig(micro_batch_sequences=64, optim=OptimConfig(lr_peak=5e-5, lr_min_ratio=1.0, lr_warmup_steps=2, weight_decay=0.0)),
+        trainer=GRPOTrainerConfig(optim=OptimConfig(lr_peak=5e-5, lr_min_ratio=1.0, lr_warmup_steps=2, weight_decay=0.0)),
         eval=GRPOEvalConfig(prompts=400, difficulties=[1], prompt_pattern=DIVISION, mode="think", max_response_tokens=64, samples=8),
         checkpoint_every_steps=0,
     )

@@ -367,8 +367,9 @@ def ensure_ray(cfg: GRPOConfig) -> None:
     if not ray.is_initialized():
         import logging
 
-        from core.quiet_logs import verbose
+        from core.quiet_logs import quiet_ray_notes, verbose
 
+        quiet_ray_notes()
         kwargs = {"num_cpus": cfg.ray.num_cpus} if cfg.ray.num_cpus and not cfg.ray.address else {}
         # the actors' output reaches the console (their errors, vLLM's warnings); Ray's own INFO lines only if verbose
         ray.init(address=cfg.ray.address or None, include_dashboard=False, log_to_driver=True,

@@ -96,7 +96,9 @@ CURVE_PANELS = {
     "response tokens (mean)": ["response_tokens_mean"],
     "KL to the reference": ["kl"],
     "entropy": ["entropy"],
-    "seconds per phase": ["time_step_s", "time_generate_s", "time_trainer_s", "time_reward_s", "time_sync_s"],
+    # wall-clock phases only: `time_reward_s` sums the groups' scoring, which overlaps generation (metrics.jsonl)
+    "seconds per phase (wall clock)": ["time_step_s", "time_generate_s", "time_trainer_s", "time_wait_update_s",
+                                       "time_sync_s"],
 }
 
 

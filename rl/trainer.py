@@ -25,9 +25,11 @@ the group, so every rank returns the same numbers.
 Checkpoints hold full (unsharded) state: the policy in Hugging Face format and the optimizer keyed by parameter
 name (`torch.distributed.checkpoint.state_dict`), so a run saved with N ranks resumes with any number of ranks.
 
-Micro-batches are right-padded, not packed: GRPO groups share a prompt and responses are short, so padding
-waste is small at this scale, and padded rows keep a sequence's logprobs independent of its neighbours
-(`sft.packing` isolates positions for SFT where rows are long and uneven).
+Micro-batches are right-padded, not packed, so a sequence's logprobs stay independent of its neighbours
+(`sft.packing` isolates positions for SFT where rows are long and uneven). Rows go into micro-batches by length,
+longest first, and each micro-batch is cut to its own longest row (`length_sorted_micro_batches`): a mixed-domain
+step's short answers no longer pay for its longest trace, and under causal attention cutting right padding
+changes no logprob.
 """
 
 from __future__ import annotations
@@ -143,25 +145,40 @@ class BeforeUpdate:
                                    is_weights=cut(self.is_weights), keep=cut(self.keep))
 
 
+def length_sorted_micro_batches(attention_mask: torch.Tensor, micro_batch: int) -> list[tuple[torch.Tensor, int]]:
+    """The rows of a right-padded batch in micro-batches of `micro_batch`, longest rows first, each with its width
+    (its longest row): columns past it are padding in every row of the micro-batch.
+
+    >>> [(idx.tolist(), w) for idx, w in length_sorted_micro_batches(torch.tensor([[1, 0, 0], [1, 1, 1], [1, 1, 0]]), 2)]
+    [([1, 2], 3), ([0], 1)]
+    """
+    lengths = attention_mask.sum(-1)  # [B]
+    order = torch.argsort(lengths, descending=True, stable=True)
+    return [(idx, max(int(lengths[idx].max()), 1)) for idx in order.split(micro_batch)]
+
+
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, micro_batch: int,
                       with_entropy: bool = False, entropy_grad: bool = True,
                       dtype: str = "float32") -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Logprob of every next token [B, T-1] (and its entropy), computed in micro-batches on the inputs' device,
-    under `dtype` autocast (float32: none). One fp32 log-softmax serves both (`algos.token_logprobs` and
+    """Logprob of every next token [B, T-1] (and its entropy; 0 past each row's end), computed on the inputs'
+    device in length-sorted micro-batches cut to their longest row (`length_sorted_micro_batches`), under `dtype`
+    autocast (float32: none). One fp32 log-softmax serves both (`algos.token_logprobs` and
     `algos.entropy_from_logits` compute the same numbers); `entropy_grad=False` keeps the entropy out of the
     autograd graph (a metric only: no entropy bonus in the loss)."""
-    out, ents = [], []
-    for s in range(0, input_ids.shape[0], micro_batch):
-        ids, attn = input_ids[s : s + micro_batch], attention_mask[s : s + micro_batch]
+    B, T = input_ids.shape
+    out = torch.zeros(B, T - 1, device=input_ids.device)
+    ents = torch.zeros(B, T - 1, device=input_ids.device) if with_entropy else None
+    for idx, width in length_sorted_micro_batches(attention_mask, micro_batch):
+        ids, attn = input_ids[idx, :width], attention_mask[idx, :width]
         with autocast(ids.device, dtype):
-            logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1]  # [b, T-1, V]
-        logp_all = torch.log_softmax(logits.float(), dim=-1)  # [b, T-1, V]
-        out.append(logp_all.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1))  # [b, T-1]
+            logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1]  # [b, w-1, V]
+        logp_all = torch.log_softmax(logits.float(), dim=-1)  # [b, w-1, V]
+        out[idx, : width - 1] = logp_all.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # [b, w-1]
         if with_entropy:
             with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
                 src = logp_all if entropy_grad else logp_all.detach()
-                ents.append(-(src.exp() * src).sum(-1))  # [b, T-1]
-    return torch.cat(out), (torch.cat(ents) if with_entropy else None)
+                ents[idx, : width - 1] = -(src.exp() * src).sum(-1)  # [b, w-1]
+    return out, ents
 
 
 def shard_fsdp2(model: torch.nn.Module, mesh=None, *, offload: bool = False) -> torch.nn.Module:
@@ -391,17 +408,18 @@ class PolicyTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         vs_rollout = [0.0, 0.0, 0.0, 0.0]  # masked sums: |trainer - vLLM| logprob, IS weight, truncated, tokens
-        for s in range(0, batch.input_ids.shape[0], mb):
-            sl = slice(s, s + mb)
+        for idx, width in length_sorted_micro_batches(batch.attention_mask, mb):
+            sl = (idx, slice(0, width - 1))  # the micro-batch's rows, cut to its longest: [b, w-1]
             m = mask[sl]
             if m.sum() == 0 and not self.sharded:
                 continue
-            logp, ent = sequence_logprobs(self.policy, batch.input_ids[sl], batch.attention_mask[sl], micro_batch=mb,
-                                          with_entropy=True, entropy_grad=self.algo.entropy_coef != 0, dtype=dtype)
+            logp, ent = sequence_logprobs(self.policy, batch.input_ids[idx, :width], batch.attention_mask[idx, :width],
+                                          micro_batch=mb, with_entropy=True, entropy_grad=self.algo.entropy_coef != 0,
+                                          dtype=dtype)
             if m.sum() == 0:  # a sharded rank still runs forward and backward: FSDP's collectives need every rank
                 (logp.sum() * 0.0).backward()
                 continue
-            old_mb, is_mb = (logp.detach(), None) if own else (old[sl], None if is_w is None else is_w[sl])  # [b, T-1]
+            old_mb, is_mb = (logp.detach(), None) if own else (old[sl], None if is_w is None else is_w[sl])  # [b, w-1]
             if own:
                 behaviour = batch.rollout_logprobs[sl]
                 vs_rollout[0] += float(((old_mb - behaviour).abs() * m).sum())
@@ -412,7 +430,7 @@ class PolicyTrainer:
                     vs_rollout[2] += float(((is_mb >= cap).float() * m).sum())
                 vs_rollout[3] += float(m.sum())
             loss, mets = algos.grpo_loss(
-                logp, old_mb, None if ref is None else ref[sl], batch.advantages[sl], m,
+                logp, old_mb, None if ref is None else ref[sl], batch.advantages[idx], m,
                 clip_low=self.algo.clip_ratio_low, clip_high=self.algo.clip_ratio_high, clip_ratio_c=self.algo.clip_ratio_c,
                 kl_coef=self.algo.kl_coef, kl_estimator=self.algo.kl_estimator, agg_mode=self.algo.loss_agg_mode,
                 horizon=mask.shape[-1], entropy=ent, entropy_coef=self.algo.entropy_coef, is_weights=is_mb,

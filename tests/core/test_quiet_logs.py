@@ -40,6 +40,7 @@ def test_vllm_keeps_warnings_and_drops_info_and_expected_warnings(monkeypatch):
     out = _run_probe(dict(os.environ))
     assert "a real warning" in out and "a real error" in out
     assert "engine INFO line" not in out and "Failed to load weights" not in out and "Enforce eager" not in out
+    assert os.environ["TORCH_CPP_LOG_LEVEL"] == "ERROR"  # torch's C++ warnings (vLLM-CPU's NUMA binding note) too
 
 
 def test_verbose_brings_everything_back(monkeypatch):
@@ -76,3 +77,27 @@ def test_the_filter_in_process():
     finally:
         logger.removeHandler(handler)
     assert records == ["kept"]
+
+
+def test_rays_default_auth_note_is_dropped_and_its_security_warning_kept(monkeypatch):
+    from core.quiet_logs import RAY_AUTH_LOGGER, quiet_ray_notes
+
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    logger = logging.getLogger(RAY_AUTH_LOGGER)
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        quiet_ray_notes()
+        quiet_ray_notes()  # idempotent: one filter
+        logger.warning("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out.")
+        logger.warning("Token authentication is disabled for this Ray cluster. Anyone with network access ...")
+    finally:
+        logger.removeHandler(handler)
+        logger.filters.clear()
+    assert records == ["Token authentication is disabled for this Ray cluster. Anyone with network access ..."]

@@ -101,7 +101,7 @@ def test_killed_run_resumes_like_an_uninterrupted_one(ray_local, shared_rollout,
     proc = subprocess.Popen([sys.executable, "-m", "mixrl.cli", "train", str(recipe)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     marker = killed / "checkpoints" / "step_2" / "trainer_state.pt"
-    deadline = time.time() + 300
+    deadline = time.time() + 600  # start-up alone took over 300 s on a 2-core machine under other load
     while not marker.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Ray and its engine: the whole session we started

@@ -1,5 +1,5 @@
-"""GRPO learns: from the quickstart's shipped base checkpoint, a fixed-seed run raises held-out accuracy on the math
-slice it trains on, synchronously and one-step asynchronously.
+"""GRPO learns: from the quickstart's shipped base checkpoint, a fixed-seed run of the quickstart's GRPO stage (one-step
+asynchronous) raises held-out accuracy on the math slice it trains on.
 
 The start is the quickstart's own: the shipped base (`mixrl/base_checkpoint.py`: the quickstart's pretraining and
 SFT by step count in fp32, verified by hash) and the quickstart's GRPO stage (`mixrl.config.quickstart_grpo_default`):
@@ -9,6 +9,10 @@ test prompts no training prompt equals, greedy and mean@8. A fixed seed makes ea
 with per-sample seeds; the pipeline's order does not depend on timing): CI's run of the former default (lr 1e-4)
 printed this machine's numbers to the last digit. A zero learning rate leaves the policy, and so both measures,
 unchanged; a flipped advantage sign lowers them: either fails.
+
+The synchronous mode (staleness 0) learned as well from the same base (mean@8 +13.3 / +14.7 over seeds 0 / 1); it
+runs the same trainer and rewards, and its pipeline is covered end to end in test_grpo_e2e.py, so CI runs the
+quickstart's own mode only (a 60-step run is about 5 minutes of CI's 45).
 """
 
 import dataclasses
@@ -16,7 +20,7 @@ import json
 
 import pytest
 
-# two 60-step runs with held-out evaluations before and after: about 6 minutes each on 2 cores
+# one 60-step run with held-out evaluations before and after: about 5 minutes on 2 cores
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(3000)]
 
 # Minimum rises asserted (absolute, held-out), below the smallest rise measured over seeds 0 and 1 from the shipped
@@ -44,7 +48,7 @@ def quickstart_base(tmp_path_factory):
     return cfg
 
 
-@pytest.mark.parametrize("staleness", [0, 1])
+@pytest.mark.parametrize("staleness", [1])  # add 0 to check the synchronous mode too
 def test_grpo_raises_heldout_accuracy(ray_local, quickstart_base, tmp_path, staleness):
     from rl.grpo import run_grpo
 

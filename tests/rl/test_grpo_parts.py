@@ -148,6 +148,27 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(tiny_grpo_checkpoin
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
 
 
+def test_length_sorted_micro_batches_give_each_row_its_own_logprobs(tiny_grpo_checkpoint):
+    """Rows go into micro-batches longest first and each micro-batch is cut to its longest row; every row's
+    logprobs and entropies equal a forward of that row alone."""
+    from rl.trainer import length_sorted_micro_batches, sequence_logprobs
+
+    trainer = _trainer(tiny_grpo_checkpoint)
+    batch = _toy_batch(trainer.tokenizer.pad_token_id)
+    lengths = batch.attention_mask.sum(-1)
+    parts = length_sorted_micro_batches(batch.attention_mask, 2)
+    assert [w for _, w in parts] == [6, 5, 4] and sorted(torch.cat([i for i, _ in parts]).tolist()) == list(range(5))
+    with torch.no_grad():
+        logp, ent = sequence_logprobs(trainer.policy, batch.input_ids, batch.attention_mask, micro_batch=2, with_entropy=True)
+        for row, n in enumerate(lengths.tolist()):
+            logits = trainer.policy(input_ids=batch.input_ids[row : row + 1, :n]).logits[0, :-1].float()
+            alone = torch.log_softmax(logits, -1)
+            torch.testing.assert_close(logp[row, : n - 1], alone.gather(-1, batch.input_ids[row, 1:n, None])[:, 0], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(ent[row, : n - 1], -(alone.exp() * alone).sum(-1), rtol=1e-5, atol=1e-5)
+        for idx, width in parts:  # past its micro-batch's width a row is not computed at all
+            assert (logp[idx, width - 1 :] == 0).all() and (ent[idx, width - 1 :] == 0).all()
+
+
 @pytest.mark.parametrize("correction", ["tis", "none"])
 def test_behaviour_logprobs_from_the_training_forward_equal_a_recomputed_pass(tiny_grpo_checkpoint, correction):
     """`behaviour_logprobs: auto` with one optimizer step per batch skips the no-grad pass: the update, the loss,
