@@ -397,7 +397,7 @@ def _run_grpo(cfg: GRPOConfig, rollout) -> dict:
     summary: dict = {"run_dir": str(run_dir), "start_step": start_step, "max_staleness": cfg.max_staleness,
                      "startup_s": round(summary_startup_s, 2),
                      "startup_phases_s": {k: round(v, 2) for k, v in phases.items()}}
-    before = evaluate_heldout(cfg, side.eval_engine, tokenizer, side.rows) if start_step == 0 else None
+    before = evaluate_heldout(cfg, side.eval_engine, tokenizer, side.rows, run_dir / "heldout_before.jsonl") if start_step == 0 else None
     if before:
         summary.update({f"{k}_before": v for k, v in before.items()})
         print(f"[grpo] held-out before: {json.dumps(before)}", flush=True)
@@ -420,7 +420,7 @@ def _run_grpo(cfg: GRPOConfig, rollout) -> dict:
                 ahead.update({s: b.result() for s, b in ahead.items() if isinstance(b, Future)})
                 save_grpo_checkpoint(cfg, trainer, done, ahead)
         plot_panels(log.history, CURVE_PANELS, run_dir / "grpo_curves.png", title=f"GRPO {run_dir.name}")
-    after = evaluate_heldout(cfg, side.eval_engine, tokenizer, side.rows) if stop == cfg.max_steps else None
+    after = evaluate_heldout(cfg, side.eval_engine, tokenizer, side.rows, run_dir / "heldout_after.jsonl") if stop == cfg.max_steps else None
     if after:
         summary.update({f"{k}_after": v for k, v in after.items()})
         print(f"[grpo] held-out after: {json.dumps(after)}", flush=True)

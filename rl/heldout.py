@@ -9,11 +9,16 @@ without any prompt the source trains on, generated AND scored on the engine's ac
 (`RolloutActor.rollout`): code goes through the sandbox, chat through the reward-model service. The value of a
 sample is its answer verdict (1/0) where the domain has one, else its reward (a reward model's score); masked
 samples (a verdict that could not be computed) are left out, never counted as wrong.
+
+With `samples_path`, the greedy pass's responses are written there as JSONL (source, prompt, thinking mode,
+response, value; null = masked), so a person can read what a score rose on (the run writes
+heldout_before.jsonl and heldout_after.jsonl).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from core.chat import render_prompt
@@ -25,7 +30,8 @@ from rl.config import GRPOConfig, GRPOSource
 from rl.prompts import StepPrompt, filter_rows
 
 
-def evaluate_heldout(cfg: GRPOConfig, engine, tokenizer, train_rows: dict[str, list[dict]] | None = None) -> dict[str, float] | None:
+def evaluate_heldout(cfg: GRPOConfig, engine, tokenizer, train_rows: dict[str, list[dict]] | None = None,
+                     samples_path: Path | None = None) -> dict[str, float] | None:
     """{"heldout_accuracy", "heldout_prompts", "heldout_mean_at_K"} with `engine` (a rollout actor), or with
     `eval.per_source` the metrics of `evaluate_sources` (held-out rows equal to a `train_rows` prompt left out);
     None when the recipe asks for no evaluation."""
@@ -34,12 +40,15 @@ def evaluate_heldout(cfg: GRPOConfig, engine, tokenizer, train_rows: dict[str, l
     if not cfg.eval.prompts:
         return None
     if cfg.eval.per_source:
-        return evaluate_sources(cfg, engine, tokenizer, train_rows)
+        return evaluate_sources(cfg, engine, tokenizer, train_rows, samples_path)
     rows = filter_rows(load_rows(cfg.eval.path), cfg.eval.difficulties, cfg.eval.prompt_pattern)[: cfg.eval.prompts]
     prompts = [render_prompt(tokenizer, r["prompt"], cfg.eval.mode == "think") for r in rows]
     greedy = SamplingSettings(samples_per_prompt=1, max_response_tokens=cfg.eval.max_response_tokens, temperature=0.0)
     groups = ray.get(engine.generate.remote(prompts, greedy))
     verdicts = [(score_response(r, g[0].text), len(g[0].response_ids)) for r, g in zip(rows, groups)]
+    if samples_path is not None:
+        write_samples(samples_path, [(cfg.eval.path, r["prompt"], cfg.eval.mode == "think", g[0].text, v)
+                                     for r, g, (v, _) in zip(rows, groups, verdicts)])
     scored = [v for v, _ in verdicts if v is not None]
     out = {"heldout_accuracy": sum(scored) / max(1, len(scored)), "heldout_prompts": float(len(scored))}
     lengths = {"greedy": correct_tokens_mean(verdicts)}
@@ -86,7 +95,16 @@ def heldout_prompts(cfg: GRPOConfig, source: GRPOSource, train_rows: list[dict] 
             for j, r in enumerate(rows)]
 
 
-def evaluate_sources(cfg: GRPOConfig, engine, tokenizer, train_rows: dict[str, list[dict]] | None = None) -> dict[str, float]:
+def write_samples(path: Path, records: list[tuple[str, list[dict], bool, str, float | None]]) -> None:
+    """(source, prompt messages, think, response, value) records as JSONL; the prompt is its last message's text."""
+    keys = ("source", "prompt", "think", "response", "value")
+    with open(path, "w") as f:
+        for source, messages, think, response, value in records:
+            f.write(json.dumps(dict(zip(keys, (source, messages[-1]["content"], think, response, value)))) + "\n")
+
+
+def evaluate_sources(cfg: GRPOConfig, engine, tokenizer, train_rows: dict[str, list[dict]] | None = None,
+                     samples_path: Path | None = None) -> dict[str, float]:
     """{"heldout/<source>/greedy", "heldout/<source>/mean@k", "heldout/<source>/prompts"} for every source, with
     `engine` (a rollout actor with the run's rewards configured)."""
     import ray
@@ -107,7 +125,11 @@ def evaluate_sources(cfg: GRPOConfig, engine, tokenizer, train_rows: dict[str, l
                                          reward_template(p, i), 0, False) for i, p in enumerate(prompts)]
         values: dict[str, list[float]] = {src.name: [] for src in cfg.sources}
         verdicts: dict[str, list[tuple[float | None, int]]] = {src.name: [] for src in cfg.sources}
-        for p, result in zip(prompts, ray.get(futures)):
+        results = ray.get(futures)
+        if samples_path is not None and name == "greedy":
+            write_samples(samples_path, [(p.source, p.messages, p.think, r.samples[0].text, sample_value(r.rewards[0]))
+                                         for p, r in zip(prompts, results)])
+        for p, result in zip(prompts, results):
             values[p.source].extend(v for v in map(sample_value, result.rewards) if v is not None)
             verdicts[p.source].extend((r.details.get("correct"), len(s.response_ids)) for s, r in zip(result.samples, result.rewards))
         for source, vals in values.items():

@@ -76,6 +76,9 @@ def test_two_step_run_leaves_a_complete_run_directory(cli_run, tiny_grpo_checkpo
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     assert (run_dir / "grpo_curves.png").stat().st_size > 1000
     assert (run_dir / "heldout_before_after.png").stat().st_size > 1000
+    for when in ("before", "after"):  # the greedy held-out responses, one line per prompt, for a person to read
+        lines = (run_dir / f"heldout_{when}.jsonl").read_text().splitlines()
+        assert len(lines) >= summary[f"heldout_prompts_{when}"] > 0 and {"prompt", "response", "value"} <= set(json.loads(lines[0]))
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["max_steps"] == 2
 
     from core.model import load_checkpoint

@@ -2,6 +2,7 @@
 the source, never a prompt it trains on, scored by the run's reward router on the engine's actor."""
 
 import dataclasses
+import json
 
 import pytest
 
@@ -61,12 +62,18 @@ def test_per_source_values_equal_the_answer_verdicts_of_the_same_outputs(shared_
     assert set(got) - lengths == {f"heldout/{s}/{m}" for s in ("math", "ifeval") for m in ("greedy", "mean@2", "prompts")}
     assert lengths <= {"heldout/math/correct_tokens", "heldout/ifeval/correct_tokens"}
     assert all(0 < got[k] <= 16 for k in lengths)
-    assert got == evaluate_heldout(cfg, shared_rollout, tokenizer)  # deterministic (greedy, and seeded samples)
+    # deterministic (greedy, and seeded samples); the greedy responses are written for a person to read
+    assert got == evaluate_heldout(cfg, shared_rollout, tokenizer, samples_path=tmp_path / "heldout.jsonl")
+    written = [json.loads(line) for line in (tmp_path / "heldout.jsonl").read_text().splitlines()]
     greedy = SamplingSettings(samples_per_prompt=1, max_response_tokens=16, temperature=0.0)
     for source in cfg.sources:
         prompts = heldout_prompts(cfg, source)
         outs = ray_local.get(shared_rollout.generate.remote([render_prompt(tokenizer, p.messages, p.think) for p in prompts], greedy))
         verdicts = [v for v in (score_response(p.row, o[0].text) for p, o in zip(prompts, outs)) if v is not None]
+        mine = [w for w in written if w["source"] == source.name]
+        assert [(w["prompt"], w["think"], w["response"]) for w in mine] == [
+            (p.messages[-1]["content"], p.think, o[0].text) for p, o in zip(prompts, outs)]
+        assert [w["value"] for w in mine if w["value"] is not None] == verdicts
         assert got[f"heldout/{source.name}/prompts"] == len(prompts) == 4
         assert got[f"heldout/{source.name}/greedy"] == pytest.approx(sum(verdicts) / len(verdicts)), source.name
         assert 0.0 <= got[f"heldout/{source.name}/mean@2"] <= 1.0
