@@ -267,8 +267,9 @@ def placement_advice(cfg: GRPOConfig, rows: list[dict]) -> SplitAdvice | None:
     total = os.cpu_count() or 1
     rollout_cores = sum(len(parse_cores(b)) for b in p.rollout_cpu_bind) if p.rollout_cpu_bind else total
     mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+    now = mean("time_step_s") if all("time_step_s" in r for r in rows) else None
     return recommend_split(generate_s=mean("time_generate_s"), rollout_cores=rollout_cores, train_s=mean("time_trainer_s"),
-                           trainer_cores=int(mean("trainer_threads")), total_cores=total)
+                           trainer_cores=int(mean("trainer_threads")), total_cores=total, now_step_s=now)
 
 
 def reward_metrics(batch: RolloutBatch) -> dict[str, float]:

@@ -6,7 +6,10 @@ were measured with c0 and t0 cores. The synchronous trainer runs the phases one 
 core (colocated); the one-step asynchronous pipeline runs them side by side, so its step is the longer of the two,
 and the best split makes them equal. `recommend_split` does that arithmetic (linear scaling: an upper bound on
 what a split can give, since neither vLLM nor torch scales perfectly) and `run_grpo` logs the recommendation
-after its first steps (`placement.balance_after_steps`).
+after its first steps (`placement.balance_after_steps`). When the run's own measured step is already shorter than
+both predictions (overlapped phases fill each other's idle cores, which linear scaling cannot see: measured on the
+quickstart, one-step async colocated took 4.0 s a step against 7.4 predicted split and 6.2 synchronous), the advice
+is to keep the current placement.
 
     >>> rec = recommend_split(generate_s=6.0, rollout_cores=2, train_s=18.0, trainer_cores=2, total_cores=4)
     >>> rec.rollout_cores, rec.trainer_cores, round(rec.async_step_s, 1), round(rec.sync_step_s, 1)
@@ -29,24 +32,32 @@ class SplitAdvice:
     sync_step_s: float  # rollout phase + trainer phase, each on every core
     generate_core_s: float  # the rollout phase's work in core-seconds
     train_core_s: float  # the trainer phase's work in core-seconds
+    now_step_s: float | None = None  # the run's measured step with its current placement (None: not measured)
 
     @property
     def best(self) -> str:
-        """"async" when the split step beats the colocated synchronous one, else "sync"."""
+        """"keep" when the measured step beats both predictions; else "async" when the split step beats the
+        colocated synchronous one, else "sync"."""
+        if self.now_step_s is not None and self.now_step_s <= min(self.async_step_s, self.sync_step_s):
+            return "keep"
         return "async" if self.async_step_s < self.sync_step_s else "sync"
 
     def message(self, now_step_s: float) -> str:
         cores = f"rollout {self.rollout_cores} core(s), trainer {self.trainer_cores}"
+        now = self.now_step_s if self.now_step_s is not None else now_step_s
+        best = "keep the current placement (its measured step beats both)" if self.best == "keep" else self.best
         return (f"phases measured {self.generate_core_s:.1f} + {self.train_core_s:.1f} core-s per step (rollout + trainer); "
                 f"predicted s/step: async with {cores} {self.async_step_s:.2f}, synchronous colocated "
-                f"{self.sync_step_s:.2f} (now {now_step_s:.2f}); best: {self.best}")
+                f"{self.sync_step_s:.2f} (now {now:.2f}); best: {best}")
 
 
-def recommend_split(*, generate_s: float, rollout_cores: int, train_s: float, trainer_cores: int, total_cores: int) -> SplitAdvice:
+def recommend_split(*, generate_s: float, rollout_cores: int, train_s: float, trainer_cores: int, total_cores: int,
+                    now_step_s: float | None = None) -> SplitAdvice:
     """The split of `total_cores` between the sides that minimises the asynchronous step, from phase times
-    `generate_s` (measured on `rollout_cores`) and `train_s` (on `trainer_cores`), assuming linear scaling."""
+    `generate_s` (measured on `rollout_cores`) and `train_s` (on `trainer_cores`), assuming linear scaling;
+    `now_step_s`, the measured step with the current placement, is weighed against both predictions."""
     gen_work, train_work = generate_s * max(1, rollout_cores), train_s * max(1, trainer_cores)
     total = max(2, total_cores)
     best = min(range(1, total), key=lambda c: max(gen_work / c, train_work / (total - c)))
     return SplitAdvice(best, total - best, max(gen_work / best, train_work / (total - best)),
-                       (gen_work + train_work) / total, gen_work, train_work)
+                       (gen_work + train_work) / total, gen_work, train_work, now_step_s)

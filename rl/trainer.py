@@ -160,8 +160,8 @@ def length_sorted_micro_batches(attention_mask: torch.Tensor, micro_batch: int) 
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, micro_batch: int,
                       with_entropy: bool = False, entropy_grad: bool = True,
                       dtype: str = "float32") -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Logprob of every next token [B, T-1] (and its entropy; 0 past each row's end), computed on the inputs'
-    device in length-sorted micro-batches cut to their longest row (`length_sorted_micro_batches`), under `dtype`
+    """Logprob of every next token [B, T-1] (and its entropy; past a row's end they are padding's, masked by the
+    caller, and 0 past its micro-batch's width), computed on the inputs' device in length-sorted micro-batches cut to their longest row (`length_sorted_micro_batches`), under `dtype`
     autocast (float32: none). One fp32 log-softmax serves both (`algos.token_logprobs` and
     `algos.entropy_from_logits` compute the same numbers); `entropy_grad=False` keeps the entropy out of the
     autograd graph (a metric only: no entropy bonus in the loss)."""

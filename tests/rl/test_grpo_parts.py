@@ -105,6 +105,11 @@ def test_placement_advice_balances_the_measured_phases():
     assert advice.rollout_cores + advice.trainer_cores == max(2, cores)
     if cores == 2:
         assert (advice.rollout_cores, advice.async_step_s, advice.sync_step_s, advice.best) == (1, 6.0, 4.0, "sync")
+    # a measured step shorter than both predictions (overlap the linear model cannot see): keep the placement
+    timed = [dict(r, time_step_s=3.0) for r in rows]
+    keep = placement_advice(cfg, timed)
+    assert keep.now_step_s == 3.0 and keep.best == "keep" and "keep the current placement" in keep.message(9.9)
+    assert placement_advice(cfg, [dict(r, time_step_s=60.0) for r in rows]).best == advice.best
     cfg.placement.trainer_gpus_per_worker = 1
     assert placement_advice(cfg, rows) is None  # CPU-only, one node
 
