@@ -4,7 +4,7 @@ step's batch of long-tail lengths, measured in the same run.
 Run:
     .venv/bin/python bench/trainer_micro_batches.py                 # the quickstart's shipped base, 128 sequences
     options: [--model mixrl/assets/base_tiny] [--sequences 128] [--max-response 192] [--median-response 40]
-             [--micro-batch 64] [--kl-coef 0.001] [--repeats 3] [--threads 0 (all cores)] [--seed 0]
+             [--micro-batch 16] [--kl-coef 0.001] [--repeats 3] [--threads 0 (all cores)] [--seed 0]
 
 The batch is what a mixed-domain GRPO step hands the trainer: prompts of 20-60 tokens and response lengths drawn
 log-normal around `--median-response`, capped at `--max-response` (a few long traces, many short answers). Both
@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--sequences", type=int, default=128)
     ap.add_argument("--max-response", type=int, default=192)
     ap.add_argument("--median-response", type=int, default=40)
-    ap.add_argument("--micro-batch", type=int, default=64)
+    ap.add_argument("--micro-batch", type=int, default=16, help="the trainer's default (trainer.micro_batch_sequences)")
     ap.add_argument("--kl-coef", type=float, default=0.001)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
