@@ -89,7 +89,10 @@ def vllm_logging_config(level: str = "WARNING") -> dict:
         "filters": {"expected": {"()": f"{__name__}.DropExpectedVllmWarnings"}},
         "handlers": {"vllm": {"class": "logging.StreamHandler", "formatter": "vllm", "level": level,
                               "filters": ["expected"], "stream": "ext://sys.stdout"}},
-        "loggers": {"vllm": {"handlers": ["vllm"], "level": level, "propagate": False}},
+        "loggers": {"vllm": {"handlers": ["vllm"], "level": level, "propagate": False},
+                    # torch warns in every process where triton is absent (the CPU install removes it: it has no
+                    # CPU backend) as vLLM registers its custom ops: "Triton not available, find_triton_kernels = []"
+                    "torch._library.triton": {"level": "ERROR"}},
     }
 
 

@@ -213,11 +213,11 @@ def _cmd_serve_sandbox(args) -> int:
 
 
 def _chat_pairs(num_rows: int, split: str, seed: int):
-    """Preference pairs from the synthetic chat rows (reward_services never imports the application; the CLI joins them)."""
-    from reward_services.train import pairs_from_rows
-    from mixrl.data.chat_prompts import generate_chat
+    """Preference pairs from the synthetic chat rows, with their hard negatives (reward_services never imports the
+    application; the CLI joins them)."""
+    from mixrl.data.chat_prompts import chat_preference_pairs
 
-    return pairs_from_rows(generate_chat(num_rows, split, seed))
+    return chat_preference_pairs(num_rows, split, seed, with_hard_negatives=True)
 
 
 def rule_scorer(kind: str):

@@ -63,6 +63,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
             summary["reward_model"], instances = start_reward_model_service(cfg)
             # the GRPO run's router finds the service by identifier for any chat prompts it gets
             cfg = dataclasses.replace(cfg, grpo=dataclasses.replace(cfg.grpo, reward_model_registry=summary["reward_model"]["registry"]))
+        elif cfg.grpo.max_steps > 0 and not cfg.grpo.reward_model_registry:
+            cfg = dataclasses.replace(cfg, grpo=without_reward_model_sources(cfg.grpo))
         if cfg.grpo.max_steps > 0:
             import time
 
@@ -98,16 +100,16 @@ def start_reward_model_service(cfg: QuickstartConfig) -> tuple[dict, list[dict]]
 
     from reward_services import deploy
     from reward_services.client import RewardModelServiceClient
-    from reward_services.train import pairs_from_rows, train_and_save
+    from reward_services.train import train_and_save
     from rewards.clients import RewardModelRequest
-    from mixrl.data.chat_prompts import generate_chat
+    from mixrl.data.chat_prompts import chat_preference_pairs
     from core.tokenizer import train_tokenizer
 
     rm = cfg.reward_model
     t0 = time.perf_counter()
     root = Path(cfg.run_root)
-    train_pairs = pairs_from_rows(generate_chat(rm.train_pairs, "train", cfg.pretrain.seed))
-    heldout = pairs_from_rows(generate_chat(rm.heldout_pairs, "test", cfg.pretrain.seed + 1))
+    train_pairs = chat_preference_pairs(rm.train_pairs, "train", cfg.pretrain.seed, rm.hard_negatives)
+    heldout = chat_preference_pairs(rm.heldout_pairs, "test", cfg.pretrain.seed + 1, rm.hard_negatives)
     tokenizer = train_tokenizer([f"{p.prompt}\n{p.chosen}\n{p.rejected}" for p in train_pairs], 1024)
     model_dir = root / "reward_model"
     metrics = train_and_save(tokenizer, train_pairs, heldout, model_dir, steps=rm.steps, seed=cfg.pretrain.seed)
@@ -146,6 +148,19 @@ def stop_instances(instances: list[dict]) -> None:
             os.kill(int(info["pid"]), signal.SIGTERM)
         except (KeyError, ProcessLookupError):
             pass
+
+
+def without_reward_model_sources(grpo):
+    """The GRPO stage without the sources a reward model scores (chat), for `reward_model.instances=0`: no service
+    is started, so their rewards could only be masked. Says so on the console."""
+    from rl.preflight import reward_model_routes
+
+    dropped = sorted({source for source, _ in reward_model_routes(grpo)})
+    if not dropped:
+        return grpo
+    print(f"[quickstart] reward_model.instances=0: no reward-model service, so the GRPO stage leaves out source(s) "
+          f"{', '.join(dropped)}", flush=True)
+    return dataclasses.replace(grpo, sources=[s for s in grpo.sources if s.name not in dropped])
 
 
 def format_table(pre: dict, sft: dict, ev: dict, run_root: str, grpo: dict | None = None, rm: dict | None = None) -> str:

@@ -40,7 +40,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output Hugging Face folder, e.g. runs/rm/final")
-    p.add_argument("--train-pairs", type=int, default=600, help="synthetic chat preference pairs to train on")
+    p.add_argument("--train-pairs", type=int, default=600, help="synthetic chat rows to train on (each gives its preference pair and two hard negatives)")
     p.add_argument("--heldout-pairs", type=int, default=200, help="held-out pairs (test split) for accuracy")
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--batch-size", type=int, default=16, help="pairs per step")

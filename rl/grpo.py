@@ -81,7 +81,7 @@ from rl.algo_extras import informative_groups
 from rl.actors import build_reward_router, ensure_ray, parse_cores
 from rl.checkpoint import latest_checkpoint, restore_grpo_checkpoint, save_grpo_checkpoint
 from rl.config import GRPOConfig
-from rl.heldout import check_heldout, evaluate_heldout, heldout_table
+from rl.heldout import check_heldout, evaluate_heldout, format_heldout, heldout_table
 from rl.preflight import preflight
 from rl.placement import SplitAdvice, recommend_split
 from rl.prompts import load_sources
@@ -401,7 +401,7 @@ def _run_grpo(cfg: GRPOConfig, rollout) -> dict:
     before = evaluate_heldout(cfg, side.eval_engine, tokenizer, side.rows, run_dir / "heldout_before.jsonl") if start_step == 0 else None
     if before:
         summary.update({f"{k}_before": v for k, v in before.items()})
-        print(f"[grpo] held-out before: {json.dumps(before)}", flush=True)
+        print(f"[grpo] held-out before: {format_heldout(before)}", flush=True)
     measured: list[dict] = []
     console = compact_console if cfg.console == "compact" else None
     with MetricsLogger(run_dir, stage="grpo", total_steps=cfg.max_steps, print_every=cfg.log_every_steps, console=console) as log:
@@ -424,7 +424,7 @@ def _run_grpo(cfg: GRPOConfig, rollout) -> dict:
     after = evaluate_heldout(cfg, side.eval_engine, tokenizer, side.rows, run_dir / "heldout_after.jsonl") if stop == cfg.max_steps else None
     if after:
         summary.update({f"{k}_after": v for k, v in after.items()})
-        print(f"[grpo] held-out after: {json.dumps(after)}", flush=True)
+        print(f"[grpo] held-out after: {format_heldout(after)}", flush=True)
         if before:
             plot_before_after(heldout_table(summary), run_dir / "heldout_before_after.png",
                               title="held-out accuracy (RM score for chat) before / after GRPO")

@@ -106,7 +106,8 @@ def write_samples(path: Path, records: list[tuple[str, list[dict], bool, str, fl
 def evaluate_sources(cfg: GRPOConfig, engine, tokenizer, train_rows: dict[str, list[dict]] | None = None,
                      samples_path: Path | None = None) -> dict[str, float]:
     """{"heldout/<source>/greedy", "heldout/<source>/mean@k", "heldout/<source>/prompts"} for every source, with
-    `engine` (a rollout actor with the run's rewards configured)."""
+    `engine` (a rollout actor with the run's rewards configured); "heldout/<source>/rouge-L" for reward-model-scored
+    sources (`reference_overlap`)."""
     import ray
 
     from rl.rollout import reward_template
@@ -129,6 +130,8 @@ def evaluate_sources(cfg: GRPOConfig, engine, tokenizer, train_rows: dict[str, l
         if samples_path is not None and name == "greedy":
             write_samples(samples_path, [(p.source, p.messages, p.think, r.samples[0].text, sample_value(r.rewards[0]))
                                          for p, r in zip(prompts, results)])
+        if name == "greedy":
+            overlap = reference_overlap(prompts, results)
         for p, result in zip(prompts, results):
             values[p.source].extend(v for v in map(sample_value, result.rewards) if v is not None)
             verdicts[p.source].extend((r.details.get("correct"), len(s.response_ids)) for s, r in zip(result.samples, result.rewards))
@@ -136,9 +139,27 @@ def evaluate_sources(cfg: GRPOConfig, engine, tokenizer, train_rows: dict[str, l
             out[f"heldout/{source}/{name}"] = sum(vals) / len(vals) if vals else float("nan")
             if (length := correct_tokens_mean(verdicts[source])) is not None:  # a domain with verdicts, some correct
                 out[f"heldout/{source}/correct_tokens"] = length  # the last pass's
+    out.update(overlap)
     for src in cfg.sources:
         out[f"heldout/{src.name}/prompts"] = float(sum(p.source == src.name for p in prompts))
     return out
+
+
+def reference_overlap(prompts: list[StepPrompt], results) -> dict[str, float]:
+    """{"heldout/<source>/rouge-L": mean ROUGE-L F1 of the greedy response against the row's reference answer} for
+    the sources scored by a reward model (no answer verdict): a second judge of the held-out responses, one the
+    policy never trained against, so that a reward model's score that rises while this falls reads as reward
+    hacking, not as better answers."""
+    from rewards.summary import rouge_l
+
+    scores: dict[str, list[float]] = {}
+    for p, result in zip(prompts, results):
+        reference = (p.row.get("reward_model") or {}).get("ground_truth")
+        if (p.row.get("reward_model") or {}).get("style") != "model" or not isinstance(reference, str) or not reference:
+            continue
+        if result.rewards[0].details.get("correct") is None:
+            scores.setdefault(p.source, []).append(rouge_l(result.samples[0].text, reference))
+    return {f"heldout/{source}/rouge-L": sum(v) / len(v) for source, v in scores.items()}
 
 
 def sample_value(reward) -> float | None:
@@ -183,3 +204,22 @@ def heldout_table(summary: dict) -> dict[str, dict[str, tuple[float | None, floa
             continue
         table.setdefault(domain, {})[measure] = (before, summary.get(f"{metric}_after"))
     return table
+
+
+def format_heldout(metrics: dict[str, float]) -> str:
+    """One console line of held-out figures: per source, accuracies in percent and a reward model's score (or any
+    value outside [0, 1]) as it is; counts and lengths stay in the summary.
+
+    >>> format_heldout({"heldout/math/greedy": 0.25, "heldout/math/mean@8": 0.2, "heldout/math/prompts": 32.0,
+    ...                 "heldout/chat/greedy": -2.1, "heldout/chat/rouge-L": 0.87})
+    'math greedy 25.0% mean@8 20.0% | chat greedy -2.10 rouge-L 0.87'
+    >>> format_heldout({"heldout_accuracy": 0.3, "heldout_prompts": 80.0, "heldout_mean_at_8": 0.25})
+    'greedy 30.0% mean@8 25.0%'
+    """
+    table = heldout_table({f"{k}_before": v for k, v in metrics.items()})
+    parts = []
+    for domain, row in table.items():
+        score = any(v is not None and not 0.0 <= v <= 1.0 for v, _ in row.values())
+        cells = " ".join(f"{m} {v:.2f}" if score or m == "rouge-L" else f"{m} {100 * v:.1f}%" for m, (v, _) in row.items())
+        parts.append(cells if domain == "RL slice" else f"{domain} {cells}")
+    return " | ".join(parts)

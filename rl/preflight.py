@@ -79,22 +79,40 @@ def check_reward_services(cfg: GRPOConfig) -> None:
                               "for a local sandbox") from e
     if cfg.reward_model_registry:
         check_reward_models(cfg)
+    elif needed := reward_models_needed(cfg):
+        raise ConfigError(f"reward_model_registry is empty, but {', '.join(f'{v} routes to reward model {k!r}' for k, v in needed.items())}: "
+                          "set it to the registry where that service runs (`mixrl deploy-rm ... --registry`), or its samples "
+                          "would all be masked")
+
+
+def reward_model_routes(cfg: GRPOConfig) -> dict[tuple[str, str], str]:
+    """{(source, domain): reward model} for every source whose rows route to a reward model (domain pipeline `rm`)."""
+    from rewards import reward_config_from_dict
+    from rl.prompts import load_sources
+
+    rewards = reward_config_from_dict(cfg.rewards)
+    routes: dict[tuple[str, str], str] = {}
+    for source, rows in load_sources(cfg.sources).items():
+        for row in rows:
+            domain = rewards.resolve(row["data_source"], row.get("ability"), row["reward_model"].get("style"))
+            if rewards.domains[domain].pipeline == "rm":
+                routes.setdefault((source, domain), rewards.domains[domain].rm_model)
+    return routes
+
+
+def reward_models_needed(cfg: GRPOConfig) -> dict[str, str]:
+    """{reward model: "source 'S', domain 'D'"}: the first source that needs each reward model."""
+    needed: dict[str, str] = {}
+    for (source, domain), model in reward_model_routes(cfg).items():
+        needed.setdefault(model, f"source {source!r}, domain {domain!r}")
+    return needed
 
 
 def check_reward_models(cfg: GRPOConfig) -> None:
     """Each reward model (domain pipeline `rm`) that a source's rows route to has a live service in the registry."""
-    from rewards import reward_config_from_dict
     from reward_services.registry import open_registry
-    from rl.prompts import load_sources
 
-    rewards = reward_config_from_dict(cfg.rewards)
-    needed: dict[str, str] = {}  # model -> the source that needs it
-    for source, rows in load_sources(cfg.sources).items():
-        for row in rows:
-            domain = rewards.resolve(row["data_source"], row.get("ability"), row["reward_model"].get("style"))
-            d = rewards.domains[domain]
-            if d.pipeline == "rm":
-                needed.setdefault(d.rm_model, f"source {source!r}, domain {domain!r}")
+    needed = reward_models_needed(cfg)
     if not needed:
         return
     spec = cfg.reward_model_registry

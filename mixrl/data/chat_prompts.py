@@ -8,7 +8,8 @@ For training that reward model, `extra_info` also carries a preference pair:
 - `chosen`: a good response (the reference answer);
 - `rejected`: a clearly worse one, of the kind named in `rejected_kind`, rotating through
   off_topic (answers another request), truncated (cut mid-sentence), rude, repetitive (one sentence
-  over and over) and ignores_request (talks around the request without doing it).
+  over and over) and ignores_request (talks around the request without doing it);
+`hard_negatives` adds pairs against two reward hacks seen in GRPO runs (the wrong person or gift; padding).
 `extra_info.task` names the request kind; `reasoning` is a two-line plan.
 
 Run: `python -c "from mixrl.data.chat_prompts import generate_chat; print(generate_chat(3, 'train', 0))"`.
@@ -356,3 +357,49 @@ def sample_chat(rng: random.Random, difficulty: int) -> Sample:
 def generate_chat(num_rows: int, split: str, seed: int) -> list[dict[str, Any]]:
     """`num_rows` open-ended chat rows of `split`, levels 1..3 in turn; same args, same rows."""
     return generate_rows("chat", "chat", "model", sample_chat, LEVELS, num_rows, split, seed)
+
+
+HARD_NEGATIVE_KINDS = ("wrong_details", "padded")
+
+
+def hard_negatives(rows: list[dict[str, Any]], seed: int) -> list[dict[str, str]]:
+    """Two more preference pairs per chat row, against the reward hacks a policy finds in a reward model trained
+    on the rows' own pairs alone ({"prompt", "chosen", "rejected", "rejected_kind"}, prompt = the last turn):
+
+    - wrong_details: the reference answer of another request of the same kind (a note to someone else, for another
+      gift or event): fluent and on-format, but not what was asked;
+    - padded: the reference answer followed by two to four sentences of other answers: longer, and worse for it.
+
+    Measured without them (issue 15): a GRPO policy raised the reward model's held-out score from -1.4 to +1.8
+    while its ROUGE-L against the references fell from 0.87 to 0.45, by writing longer notes of stock phrases to the
+    wrong person. Built from the rows (same rows and seed, same pairs), so the rows themselves are unchanged.
+
+    >>> rows = generate_chat(6, "train", seed=0)
+    >>> pairs = hard_negatives(rows, seed=0)
+    >>> len(pairs) == 2 * len(rows) and all(p["chosen"] != p["rejected"] for p in pairs)
+    True
+    """
+    rng = random.Random(f"chat-hard-negatives:{seed}")
+    answers = [(r["extra_info"]["task"], r["extra_info"]["chosen"]) for r in rows]
+    sentences = [s for _, a in answers for s in re.split(r"(?<=[.!?])\s+", a.replace("\n", " ")) if len(s.split()) > 3]
+    out = []
+    for row in rows:
+        prompt, task, chosen = row["prompt"][-1]["content"], row["extra_info"]["task"], row["extra_info"]["chosen"]
+        siblings = [a for t, a in answers if t == task and a != chosen]
+        if siblings:
+            out.append({"prompt": prompt, "chosen": chosen, "rejected": rng.choice(siblings), "rejected_kind": "wrong_details"})
+        extra = [s for s in rng.sample(sentences, min(len(sentences), 4)) if s not in chosen][: rng.randint(2, 4)]
+        if extra:
+            out.append({"prompt": prompt, "chosen": chosen, "rejected": chosen.rstrip() + " " + " ".join(extra),
+                        "rejected_kind": "padded"})
+    return out
+
+
+def chat_preference_pairs(num_rows: int, split: str, seed: int, with_hard_negatives: bool = True) -> list:
+    """Reward-model training pairs (`reward_services.train.PreferencePair`) from `num_rows` chat rows of `split`:
+    each row's own pair, and `with_hard_negatives` its two `hard_negatives` pairs."""
+    from reward_services.train import PreferencePair, pairs_from_rows
+
+    rows = generate_chat(num_rows, split, seed)
+    extra = hard_negatives(rows, seed) if with_hard_negatives else []
+    return pairs_from_rows(rows) + [PreferencePair(p["prompt"], p["chosen"], p["rejected"]) for p in extra]

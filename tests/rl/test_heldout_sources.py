@@ -77,3 +77,29 @@ def test_per_source_values_equal_the_answer_verdicts_of_the_same_outputs(shared_
         assert got[f"heldout/{source.name}/prompts"] == len(prompts) == 4
         assert got[f"heldout/{source.name}/greedy"] == pytest.approx(sum(verdicts) / len(verdicts)), source.name
         assert 0.0 <= got[f"heldout/{source.name}/mean@2"] <= 1.0
+
+
+def test_reward_model_sources_get_a_second_judge_the_policy_never_trained_against():
+    """ROUGE-L against the reference answer, for the greedy responses of reward-model-scored sources only: the
+    check that read the quickstart's chat RM score rising (-1.4 -> +1.8) as reward hacking (ROUGE-L 0.87 -> 0.45)."""
+    from types import SimpleNamespace
+
+    from rewards.summary import rouge_l
+    from rl.heldout import reference_overlap
+    from rl.prompts import StepPrompt
+
+    reference = "Dear Kai, thank you so much for the lovely mug. It made my week."
+    rows = [{"prompt": [{"role": "user", "content": "Write a note to Kai thanking them for the mug."}],
+             "reward_model": {"style": "model", "ground_truth": reference}},
+            {"prompt": [{"role": "user", "content": "Write a note to Ana."}],
+             "reward_model": {"style": "model", "ground_truth": "Dear Ana, congratulations on the new job!"}},
+            {"prompt": [{"role": "user", "content": "What is 6 / 3?"}], "reward_model": {"style": "rule", "ground_truth": "2"}}]
+    texts = ["Dear Kai, thank you for the mug. It made my week.",
+             "Dear Rosa, please let me know if you can make it. Please let me know if you can make it.", "2"]
+    prompts = [StepPrompt("chat", rows[0], False), StepPrompt("chat", rows[1], False), StepPrompt("math", rows[2], False)]
+    results = [SimpleNamespace(samples=[SimpleNamespace(text=t)], rewards=[SimpleNamespace(details={} if i < 2 else {"correct": True})])
+               for i, t in enumerate(texts)]
+    got = reference_overlap(prompts, results)
+    assert set(got) == {"heldout/chat/rouge-L"}
+    assert got["heldout/chat/rouge-L"] == pytest.approx((rouge_l(texts[0], reference) + rouge_l(texts[1], rows[1]["reward_model"]["ground_truth"])) / 2)
+    assert rouge_l(texts[0], reference) > 0.7 > 0.3 > rouge_l(texts[1], rows[1]["reward_model"]["ground_truth"])
