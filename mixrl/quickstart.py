@@ -134,7 +134,10 @@ def start_reward_model_service(cfg: QuickstartConfig) -> tuple[dict, list[dict]]
         "service_unscored_pairs": len(pairs) - len(scored), "train_metrics": metrics,
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
-    print(f"[reward-model] {json.dumps({k: v for k, v in result.items() if k != 'train_metrics'})}", flush=True)
+    print(f"[reward-model] {rm.name}: {len(train_pairs)} pairs, {metrics['steps']:.0f} steps, held-out pairwise "
+          f"{result['service_pairwise_accuracy']:.1%} through the service ({result['service_unscored_pairs']} unscored); "
+          f"{len(instances)} instance(s) at {', '.join(map(str, result['instances']))} in {registry} "
+          f"({result['total_seconds']:.0f} s)", flush=True)
     return result, instances
 
 
