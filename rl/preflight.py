@@ -79,10 +79,6 @@ def check_reward_services(cfg: GRPOConfig) -> None:
                               "for a local sandbox") from e
     if cfg.reward_model_registry:
         check_reward_models(cfg)
-    elif needed := reward_models_needed(cfg):
-        raise ConfigError(f"reward_model_registry is empty, but {', '.join(f'{v} routes to reward model {k!r}' for k, v in needed.items())}: "
-                          "set it to the registry where that service runs (`mixrl deploy-rm ... --registry`), or its samples "
-                          "would all be masked")
 
 
 def reward_model_routes(cfg: GRPOConfig) -> dict[tuple[str, str], str]:
