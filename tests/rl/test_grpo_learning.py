@@ -8,9 +8,11 @@ SFT by step count in fp32, verified by hash), the data it was trained on generat
 quickstart trains and serves (`mixrl.quickstart.start_reward_model_service`). Held-out prompts are each source's
 test split, none equal to a training prompt: greedy and mean@8 for math, code and IFEval (answer verdicts), the
 reward model's mean score for chat, with ROUGE-L against the reference answers as a second judge the policy never
-trained against. A fixed seed makes the run deterministic (vLLM samples with per-sample seeds; the pipeline's order
-does not depend on timing). A zero learning rate leaves the policy, and so every measure, unchanged; a flipped
-advantage sign lowers them: either fails.
+trained against. A fixed seed fixes the prompts and every sample's seed (vLLM samples with per-sample seeds; the
+pipeline's order does not depend on timing): an fp32 run repeats itself on one machine, while bf16 runs and other
+CPUs' kernels round differently and drift apart over the steps, hence margins well under the rises measured. A zero
+learning rate leaves the policy, and so every measure, unchanged; a flipped advantage sign lowers them: either
+fails.
 """
 
 import dataclasses
@@ -18,21 +20,22 @@ import json
 
 import pytest
 
-# one 60-step mixed run with held-out evaluations of 4 x 32 prompts before and after: ~11 minutes on 2 cores
+# one 60-step mixed run with held-out evaluations of 4 x 32 prompts before and after: 7-11 minutes on 2 cores
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(3000)]
 
 # Minimum rises asserted (absolute, held-out, 32 prompts per domain), under the smallest rise measured over seeds
-# 0, 1 and 2 from the shipped base; mean@8 is the mean of 8 samples per prompt at temperature 1 (256 samples per
-# domain, one sample = 0.4 points: the low-variance measure). Greedy accuracy (one answer per prompt, one prompt =
-# 3.1 points) is printed, not asserted: it moved -9.4 / +15.6 / +25.0 points on math and +9.4 / -3.1 / +3.1 on code.
-# Chat's ROUGE-L against the references FELL (0.87 -> 0.49 / 0.53 / 0.65) while its reward-model score rose: the
-# policy writes the notes the tiny reward model scores highest, to the wrong person or for the wrong occasion
-# (it cannot bind a request to its answer), so the test does not call that a gain.
+# 0, 1 and 2 from the shipped base on a 2-core AMD EPYC, where precision `auto` is bf16 (and the same machine in
+# fp32, seed 0). mean@8 is the mean of 8 samples per prompt at temperature 1 (256 samples per domain, one sample =
+# 0.4 points: the low-variance measure). Greedy accuracy (one answer per prompt, one prompt =
+# 3.1 points) is printed, not asserted: it moved +3.1 / +15.6 / +15.6 points on math and +6.3 / +3.1 / -6.3 on code.
+# Chat's ROUGE-L against the references held at seeds 0 and 1 (0.87 -> 0.85 / 0.87) and fell at seed 2 (0.62):
+# there the policy found notes the tiny reward model scores above their fit to the request, so the test asserts
+# the reward model's score, not a gain in chat.
 MIN_RISE = {
-    "math/mean@8": 0.005,  # seen +1.2 / +7.4 / +8.6 points (seeds 0 / 1 / 2)
-    "code/mean@8": 0.008,  # seen +5.4 / +1.6 / +4.7
-    "ifeval/mean@8": 0.04,  # seen +19.1 / +19.5 / +7.8
-    "chat/mean@8": 0.4,  # the reward model's mean score, seen +0.86 / +0.90 / +0.99
+    "math/mean@8": 0.04,  # seen +9.4 / +9.4 / +9.8 points (seeds 0 / 1 / 2); fp32 seed 0 +11.4
+    "code/mean@8": 0.008,  # seen +5.8 / +6.3 / +1.6; fp32 +6.2
+    "ifeval/mean@8": 0.04,  # seen +8.9 / +9.4 / +11.7; fp32 +11.3
+    "chat/mean@8": 0.2,  # the reward model's mean score, seen +0.50 / +0.38 / +0.43; fp32 +0.47
 }
 
 

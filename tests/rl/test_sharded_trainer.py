@@ -52,7 +52,11 @@ def test_two_ranks_make_the_update_of_one(ray_local, tiny_grpo_checkpoint, tmp_p
     two, w2 = _train(tiny_grpo_checkpoint, tmp_path, 2, kl_coef, "two")
     assert set(w1) == set(w2)
     for name in w1:
-        torch.testing.assert_close(w2[name], w1[name], rtol=1e-5, atol=1e-6, msg=name)
+        # the key bias shifts a query's logits almost uniformly, so softmax cancels most of its gradient and what
+        # is left carries relatively more float noise, which AdamW's normalised step keeps: its two ranks agree
+        # to ~1e-3 of the step (measured 1.4e-6 of 2e-3 on an AVX512 host), so it is held to 1% of two steps
+        atol = 2e-5 if name.endswith("k_proj.bias") else 1e-6
+        torch.testing.assert_close(w2[name], w1[name], rtol=1e-5, atol=atol, msg=name)
     base = load_file(f"{tiny_grpo_checkpoint['model']}/model.safetensors")
     moved = sum(not torch.equal(base[n], w1[n]) for n in w1 if n in base)
     assert moved > 0  # the steps did something
