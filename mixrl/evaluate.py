@@ -276,7 +276,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     plot_accuracy(results, out_dir / "accuracy.png")
     if cfg.thinking_budgets:
         plot_budget_sweep(results["budget_sweep"], out_dir / "budget_sweep.png")
-    print(f"[eval] {json.dumps({k: v for k, v in results.items() if k != 'benchmarks'})}", flush=True)
+    print(eval_line(results, out_dir / "results.json"), flush=True)
     print(format_benchmarks(results["benchmarks"]), flush=True)
     return results
 
@@ -367,6 +367,24 @@ def backend_agreement(model, tokenizer, prompt_ids: list[list[int]], vllm_texts:
         if not ok:
             print(f"[eval] vLLM and transformers differ on prompt {i}:\n  vllm: {vllm_texts[i]!r}\n  hf:   {hf_texts[i]!r}", flush=True)
     return round(sum(same) / len(same), 4)
+
+
+def eval_line(results: dict, path: Path) -> str:
+    """The console's one line of an evaluation (every figure is in `path`).
+
+    >>> eval_line({"accuracy": {"math": {"think": 0.08, "direct": 0.05}}, "switch_reliability": {"overall": 0.9938},
+    ...            "vllm_hf_greedy_agreement": 1.0, "responses": 650, "seconds": 47.9}, Path("eval/results.json"))
+    '[eval] math think 8.0% direct 5.0% | switch 99.4% | vLLM = transformers 100% | 650 responses in 47.9 s -> eval/results.json'
+    """
+    parts = [f"{domain} " + " ".join(f"{mode} {acc * 100:.1f}%" for mode, acc in modes.items())
+             for domain, modes in results.get("accuracy", {}).items()]
+    switch = (results.get("switch_reliability") or {}).get("overall")
+    if switch is not None:
+        parts.append(f"switch {switch * 100:.1f}%")
+    if results.get("vllm_hf_greedy_agreement") is not None:
+        parts.append(f"vLLM = transformers {results['vllm_hf_greedy_agreement'] * 100:.0f}%")
+    return (f"[eval] {' | '.join(parts)} | {results.get('responses', 0)} responses in {results.get('seconds', 0)} s "
+            f"-> {path}")
 
 
 def format_benchmarks(benchmarks: dict) -> str:
