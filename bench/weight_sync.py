@@ -65,13 +65,12 @@ def raw_broadcast_seconds(nbytes: int, repeats: int) -> float:
     """Median seconds of one gloo broadcast of `nbytes` (one flat buffer) to another process."""
     import torch
 
-    from rl.actors import free_port
-    from rl.weight_sync import open_group
+    from rl.weight_sync import listen, open_group
 
-    port = free_port()
-    peer = mp.get_context("spawn").Process(target=_raw_peer, args=(port, nbytes, repeats))
+    store = listen("127.0.0.1")  # a port the OS picks, bound before the peer starts
+    peer = mp.get_context("spawn").Process(target=_raw_peer, args=(store.port, nbytes, repeats))
     peer.start()
-    _, group = open_group("127.0.0.1", port, 0)
+    _, group = open_group("127.0.0.1", store.port, 0, store=store)
     buf = torch.randn(nbytes // 4)
     times = []
     for _ in range(repeats):
@@ -85,7 +84,6 @@ def raw_broadcast_seconds(nbytes: int, repeats: int) -> float:
 async def sync_seconds(model_path: str, repeats: int) -> tuple[float, int]:
     import torch
 
-    from rl.actors import free_port
     from core.engine import RolloutEngine
     from rl.weight_sync import WORKER_EXTENSION, GlooWeightSender
     from core.model import load_checkpoint
@@ -94,8 +92,8 @@ async def sync_seconds(model_path: str, repeats: int) -> tuple[float, int]:
     engine = RolloutEngine(model_path, max_model_len=256, kv_cache_gib=1, weight_transfer_backend="gloo",
                            worker_extension_cls=WORKER_EXTENSION)
     await engine.start()
-    sender = GlooWeightSender("127.0.0.1", free_port())
-    await asyncio.gather(engine.init_weight_transfer(sender.init_info()), asyncio.to_thread(sender.connect))
+    sender = GlooWeightSender("127.0.0.1")
+    await asyncio.gather(engine.init_weight_transfer(sender.listen()), asyncio.to_thread(sender.connect))
     times, sent = [], 0
     for i in range(repeats):
         with torch.no_grad():

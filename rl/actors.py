@@ -230,19 +230,26 @@ class TrainerActor:
         self.keep_published = keep_published
         self.published = None  # rl.weight_sync.PublishedWeights
         self.synced = False
+        self.store = None  # rank 0: the trainer group's TCP store (`endpoint`)
         self.senders: dict[int, object] = {}
         self.nccl: dict[int, tuple] = {}
 
     def endpoint(self) -> tuple[str, int]:
-        """This worker's node address and a free port on it: rank 0 hosts the rendezvous of the trainer's process
-        group and of every weight-transfer group (never the driver's node)."""
+        """Rank 0: this node's address and the port of the trainer group's TCP store, bound here now on a port the
+        OS picks (no race with another process for a port chosen earlier). Rank 0 hosts the rendezvous of the
+        trainer's process group and of every weight-transfer group (never the driver's node)."""
         import ray
 
+        from rl.weight_sync import listen
+
         host = ray.util.get_node_ip_address()
-        return host, free_port(host)
+        self.store = listen(host, self.world_size)
+        return host, self.store.port
 
     def setup(self, host: str, port: int) -> None:
         """Join the trainer's process group (gloo on CPU, NCCL on GPU) and load the models, sharded when N > 1."""
+        import datetime
+
         import torch.distributed as dist
 
         from core.device import collective_backend, resolve_device
@@ -251,20 +258,31 @@ class TrainerActor:
         model_path, trainer_cfg, algo_cfg, total_steps, seed = self.args
         if self.world_size > 1 or trainer_cfg.fsdp:  # FSDP2 needs a process group, even a group of one
             backend = collective_backend(resolve_device(trainer_cfg.device))
-            dist.init_process_group(backend, init_method=f"tcp://{host}:{port}", rank=self.rank, world_size=self.world_size)
+            store = self.store if self.rank == 0 else None
+            if store is None:  # ranks > 0 join rank 0's store
+                store = dist.TCPStore(host, port, self.world_size, is_master=False, timeout=datetime.timedelta(seconds=300))
+            store.set_timeout(datetime.timedelta(minutes=30))  # torch's default for the group's collectives
+            dist.init_process_group(backend, store=store, rank=self.rank, world_size=self.world_size)
         self.trainer = PolicyTrainer(model_path, trainer_cfg, algo_cfg, total_steps=total_steps, seed=seed)
 
     # weight transfer: gloo (ours) ---------------------------------------------------------------------------
 
-    def connect(self, host: str, port: int, bucket_mib: int, wire_dtype: str, engine: int = 0) -> None:
+    def listen(self, bucket_mib: int, wire_dtype: str, engine: int = 0) -> dict:
+        """A weight-transfer group for `engine`, its store bound on this node (a port the OS picks); returns what
+        the engine joins with. `connect` then waits for the engine."""
+        import ray
+
         from rl.weight_sync import GlooWeightSender
 
         old = self.senders.pop(engine, None)
         if old is not None:
             old.close()
-        sender = GlooWeightSender(host, port, bucket_bytes=bucket_mib << 20, wire_dtype=wire_dtype)
-        sender.connect()
+        sender = GlooWeightSender(ray.util.get_node_ip_address(), bucket_bytes=bucket_mib << 20, wire_dtype=wire_dtype)
         self.senders[engine] = sender
+        return sender.listen()
+
+    def connect(self, engine: int = 0) -> None:
+        self.senders[engine].connect()
 
     def update_info(self) -> dict:
         """Names, dtypes and shapes of a sync (parameter metadata only: safe while an update runs)."""
@@ -295,6 +313,14 @@ class TrainerActor:
         return sender.send(self.trainer.policy)
 
     # weight transfer: NCCL (vLLM's trainer engine, GPUs) -----------------------------------------------------
+
+    def nccl_endpoint(self) -> tuple[str, int]:
+        """This node's address and a free port for vLLM's NCCL trainer engine, which binds the port it is given
+        (its API takes a port, not a bound store)."""
+        import ray
+
+        host = ray.util.get_node_ip_address()
+        return host, free_port(host)
 
     def connect_nccl(self, engine: int, rollout, engine_world_size: int, host: str, port: int) -> None:
         """vLLM's `NCCLTrainerWeightTransferEngine` for one engine: rank 0 opens the NCCL endpoint at its own
@@ -370,10 +396,25 @@ def ensure_ray(cfg: GRPOConfig) -> None:
         from core.quiet_logs import quiet_ray_notes, verbose
 
         quiet_ray_notes()
-        kwargs = {"num_cpus": cfg.ray.num_cpus} if cfg.ray.num_cpus and not cfg.ray.address else {}
+        address = ray_address(cfg.ray.address)
+        kwargs = {"num_cpus": cfg.ray.num_cpus} if cfg.ray.num_cpus and address == "local" else {}
         # the actors' output reaches the console (their errors, vLLM's warnings); Ray's own INFO lines only if verbose
-        ray.init(address=cfg.ray.address or None, include_dashboard=False, log_to_driver=True,
+        ray.init(address=address, include_dashboard=False, log_to_driver=True,
                  logging_level=logging.INFO if verbose() else logging.WARNING, **kwargs)
+
+
+def ray_address(configured: str) -> str | None:
+    """What `ray.init` gets: the recipe's `ray.address`; else RAY_ADDRESS's (a job submitted to a cluster, Ray's
+    own convention: None lets Ray read it); else "local", a new Ray for this run. Never Ray's fallback for
+    None, the cluster named in /tmp/ray/ray_current_cluster, which outlives a cluster killed without
+    `ray stop` and then fails every later run ("When connecting to an existing cluster, num_cpus ...").
+
+    >>> ray_address("auto"), ray_address("ray://head:10001")
+    ('auto', 'ray://head:10001')
+    """
+    if configured:
+        return configured
+    return None if os.environ.get("RAY_ADDRESS") else "local"
 
 
 def default_max_num_seqs(cfg: GRPOConfig) -> int:

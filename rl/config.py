@@ -201,7 +201,7 @@ class SchedulerConfig:
 
 @dataclass
 class RayConfig:
-    address: str = ""  # "" = start a local Ray; "auto" or "ray://host:10001" for a cluster
+    address: str = ""  # "" = start a local Ray (RAY_ADDRESS's cluster when that is set); "auto" or "ray://host:10001" for a cluster
     num_cpus: int = 0  # local Ray's CPU count; 0 = Ray's default
 
 

@@ -95,6 +95,25 @@ def reserve(bundles: list[Bundle], strategy: str, what: str):
     return group
 
 
+def join_both(refs: list, what: str) -> list:
+    """The results of the two sides of a rendezvous. Unlike `ray.get`, which raises at the first failure, this
+    waits for every side to end (each gives up within `rl.weight_sync.RENDEZVOUS_TIMEOUT`), so a failed join never
+    leaves an engine blocked in it, holding up the next run that uses the engine; then raises the first failure."""
+    import ray
+
+    ray.wait(refs, num_returns=len(refs))
+    results, errors = [], []
+    for ref in refs:
+        try:
+            results.append(ray.get(ref))
+        except Exception as err:  # noqa: BLE001 - every side's failure is reported, the first one raised
+            errors.append(err)
+    if errors:
+        cause = getattr(errors[0], "cause", None) or errors[0]  # a task's own exception, not Ray's wrapped traceback
+        raise RuntimeError(f"{what} failed on {len(errors)} of {len(refs)} side(s): {type(cause).__name__}: {cause}") from errors[0]
+    return results
+
+
 class TrainerGroup:
     """N trainer actors as one trainer: the handle `rl.grpo` and `rl.rollout` drive."""
 
@@ -176,13 +195,14 @@ class TrainerGroup:
 
         r = self.cfg.rollout
         self.ready()
-        host, port = ray.get(self.actors[0].endpoint.remote())
         if r.weight_transfer_backend == "nccl":
+            host, port = ray.get(self.actors[0].nccl_endpoint.remote())
             self._all("connect_nccl", engine, rollout, r.tensor_parallel_size, host, port)
             return
         wire_dtype = ray.get(rollout.engine_dtype.remote())  # the engine's resolved precision
-        ray.get([self.actors[0].connect.remote(host, port, r.weight_bucket_mib, wire_dtype, engine),
-                 rollout.init_weight_transfer.remote({"master_address": host, "master_port": port, "world_size": 2})])
+        info = ray.get(self.actors[0].listen.remote(r.weight_bucket_mib, wire_dtype, engine))  # bound before anyone joins
+        join_both([self.actors[0].connect.remote(engine), rollout.init_weight_transfer.remote(info)],
+                  f"weight transfer to engine {engine} at {info['master_address']}:{info['master_port']}")
 
     def sync(self, engine: int, rollout, version: int) -> tuple[int, float, int]:
         """The trainer's weights into one engine as `version`; returns (engine version, seconds, bytes)."""

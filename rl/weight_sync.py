@@ -18,8 +18,10 @@ the model) registers the backend, whatever process vLLM spawned the worker in.
 Weight versions: the trainer counts versions (`GlooWeightSender.version`); the engine records the version it
 last finished loading (`finish_weight_update(weight_version=...)`, read back with `get_weight_version()`).
 
-    sender = GlooWeightSender(host, port)          # trainer process, concurrently with
-    await engine.init_weight_transfer_engine(...)  # the engine joining with `sender.init_info()`
+    sender = GlooWeightSender(host)
+    info = sender.listen()                         # trainer process: its store binds a port the OS picks
+    sender.connect()                               # trainer process, concurrently with
+    await engine.init_weight_transfer_engine(...)  # the engine joining with `info`
 """
 
 from __future__ import annotations
@@ -35,15 +37,44 @@ from core.device import full_value
 
 BACKEND = "gloo"
 DEFAULT_BUCKET_BYTES = 64 << 20  # one broadcast per 64 MiB: few round trips, bounded extra memory
-_TIMEOUT = datetime.timedelta(seconds=600)
+_TIMEOUT = datetime.timedelta(seconds=600)  # one collective (a bucket's broadcast) once the group exists
+# joining: a side whose peer never comes (its call failed, it was killed) gives up in this time, so a failed
+# rendezvous costs minutes, never a queue of 20-minute hangs on an engine shared by later runs
+RENDEZVOUS_TIMEOUT = datetime.timedelta(seconds=120)
 
 
-def open_group(host: str, port: int, rank: int, world_size: int = 2):
-    """A private gloo process group (rank 0 hosts the TCP store); it never touches torch's default group,
-    which vLLM's CPU worker already uses for its own collectives."""
-    store = torch.distributed.TCPStore(host, port, world_size, is_master=rank == 0, timeout=_TIMEOUT)
+def listen(host: str, world_size: int = 2, port: int = 0):
+    """Rank 0's TCP store, listening before anyone joins. Port 0 (the default): the OS picks a free port at bind
+    time and `store.port` names it, so no other process can take it between choosing and binding it (the race of
+    picking a "free" port first and binding it later)."""
+    return torch.distributed.TCPStore(host, port, world_size, is_master=True, wait_for_workers=False, timeout=RENDEZVOUS_TIMEOUT)
+
+
+def open_group(host: str, port: int, rank: int, world_size: int = 2, store=None):
+    """A private gloo process group (rank 0 hosts the TCP store: `store` from `listen`, or one bound here on
+    `port`); it never touches torch's default group, which vLLM's CPU worker already uses for its own collectives.
+    Every rank announces itself and waits for the others for at most `RENDEZVOUS_TIMEOUT`; the error then names
+    the address and the ranks that never came."""
+    if store is None:
+        if rank == 0:
+            store = listen(host, world_size, port)
+        else:
+            try:
+                store = torch.distributed.TCPStore(host, port, world_size, is_master=False, timeout=RENDEZVOUS_TIMEOUT)
+            except torch.distributed.DistNetworkError as err:
+                raise TimeoutError(f"weight transfer: rank {rank} could not reach the trainer's store at {host}:{port} within "
+                                   f"{RENDEZVOUS_TIMEOUT.seconds} s (its side failed or is gone)") from err
     prefixed = torch.distributed.PrefixStore("mixrl_weight_sync", store)
-    return store, torch.distributed.ProcessGroupGloo(prefixed, rank, world_size, _TIMEOUT)
+    prefixed.set(f"joined/{rank}", b"1")
+    try:
+        prefixed.wait([f"joined/{r}" for r in range(world_size)], RENDEZVOUS_TIMEOUT)
+    except torch.distributed.DistStoreError as err:
+        missing = [r for r in range(world_size) if not prefixed.check([f"joined/{r}"])]
+        raise TimeoutError(f"weight transfer at {host}:{port}: rank(s) {missing} did not join within "
+                           f"{RENDEZVOUS_TIMEOUT.seconds} s") from err
+    group = torch.distributed.ProcessGroupGloo(prefixed, rank, world_size, _TIMEOUT)
+    store.set_timeout(_TIMEOUT)
+    return store, group
 
 
 @dataclass
@@ -273,14 +304,14 @@ class RolloutActorClient:
 class GlooWeightSender:
     """Trainer side of the gloo backend: rank 0 of the group; broadcasts packed buckets of the policy's weights.
 
-    `init_info()` goes to the engine's `init_weight_transfer_engine`; `connect()` must run concurrently with it
-    (the TCP store rendezvous blocks until every rank has joined). Per sync: `update_info(model)` to the engine's
+    `listen()` binds the store and returns the `init_info()` that goes to the engine's `init_weight_transfer_engine`;
+    `connect()` must run concurrently with that (it waits, at most `RENDEZVOUS_TIMEOUT`, until every rank joined). Per sync: `update_info(model)` to the engine's
     `update_weights` while `send(model)` runs here. A sharded (FSDP2) model is gathered tensor by tensor as the
     buckets fill: the other trainer ranks run `gather_full_tensors(model)` meanwhile.
     """
 
     master_address: str
-    master_port: int
+    master_port: int = 0  # 0: the OS picks a free one when `listen` binds it
     world_size: int = 2
     bucket_bytes: int = DEFAULT_BUCKET_BYTES
     wire_dtype: str | None = None  # cast to the engine's dtype before sending (halves bytes for bf16 engines)
@@ -288,11 +319,20 @@ class GlooWeightSender:
     _group: object = field(default=None, repr=False)
     _store: object = field(default=None, repr=False)
 
+    def listen(self) -> dict:
+        """Bind the group's store now (port 0: a port the OS picks, read back here); returns `init_info()`."""
+        if self._store is None:
+            self._store = listen(self.master_address, self.world_size, self.master_port)
+            self.master_port = self._store.port
+        return self.init_info()
+
     def init_info(self) -> dict:
         return {"master_address": self.master_address, "master_port": self.master_port, "world_size": self.world_size}
 
     def connect(self) -> None:
-        self._store, self._group = open_group(self.master_address, self.master_port, 0, self.world_size)
+        """Wait (at most `RENDEZVOUS_TIMEOUT`) for the engine's workers, then form the group."""
+        self.listen()
+        self._store, self._group = open_group(self.master_address, self.master_port, 0, self.world_size, store=self._store)
 
     def update_info(self, model: torch.nn.Module) -> dict:
         return weights_update_info(model, self.wire_dtype, self.bucket_bytes)

@@ -7,7 +7,10 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if ray.is_initialized():  # another folder's session Ray (tests run in another order): use it, leave it up
+        yield
+        return
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
 

@@ -63,7 +63,7 @@ def grpo_test_config(ckpt: dict, run_dir: Path, **overrides):
 def ray_local():
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -431,3 +431,25 @@ def test_a_run_names_its_dead_domain_and_resumes_from_safe_files(ray_local, shar
     out = capfd.readouterr()
     for step in (1, 2):
         assert f"[grpo] step {step}: domain chat: 8/8 samples masked (no reward-model client configured" in out.out + out.err
+
+
+def test_a_stale_ray_address_file_does_not_stop_a_local_run():
+    """A cluster killed without `ray stop` leaves /tmp/ray/ray_current_cluster behind; Ray's own fallback for an
+    unset address would connect to it and refuse `num_cpus` ("When connecting to an existing cluster ..."). With
+    `ray.address` unset and no RAY_ADDRESS, a run starts its own local Ray whatever that file says."""
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths live under it
+    try:
+        (tmp / "ray").mkdir()
+        (tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")  # a dead cluster's address
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": str(tmp)}
+        code = ("import ray, types; from rl.actors import ensure_ray; "
+                "ensure_ray(types.SimpleNamespace(ray=types.SimpleNamespace(address='', num_cpus=1))); "
+                "print('cpus', ray.cluster_resources()['CPU']); ray.shutdown()")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env,
+                              cwd=Path(__file__).resolve().parents[2])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "cpus 1.0" in proc.stdout
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

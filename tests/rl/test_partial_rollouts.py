@@ -28,11 +28,10 @@ def partial_rollout(ray_local, tiny_grpo_checkpoint, tmp_path_factory):
 
 def _connect(ray, actor):
     """A gloo weight sender in this process, joined to the engine's transfer group."""
-    from rl.actors import free_port
     from rl.weight_sync import GlooWeightSender
 
-    sender = GlooWeightSender("127.0.0.1", free_port())
-    joined = actor.init_weight_transfer.remote(sender.init_info())
+    sender = GlooWeightSender("127.0.0.1")
+    joined = actor.init_weight_transfer.remote(sender.listen())
     sender.connect()
     ray.get(joined)
     return sender

@@ -17,11 +17,10 @@ def test_plan_buckets_split_by_size_and_dtype():
 
 def test_gloo_sender_reaches_receiver_in_buckets():
     """The trainer side against a bare receiver that decodes the wire format like the vLLM engine does."""
-    from rl.actors import free_port
-
     model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.LayerNorm(7), torch.nn.Linear(7, 3))
-    port = free_port()
-    sender = GlooWeightSender("127.0.0.1", port, bucket_bytes=64, wire_dtype="bfloat16")
+    sender = GlooWeightSender("127.0.0.1", bucket_bytes=64, wire_dtype="bfloat16")
+    port = sender.listen()["master_port"]  # bound by the OS's choice, before the receiver joins
+    assert port > 0
     received = {}
 
     def receive():
@@ -45,6 +44,51 @@ def test_gloo_sender_reaches_receiver_in_buckets():
     assert sent == sum(p.numel() for p in params.values()) * 2  # bf16 on the wire
     for name, p in params.items():
         torch.testing.assert_close(received[name], p.detach().to(torch.bfloat16))
+
+
+def test_a_rendezvous_whose_peer_never_comes_fails_in_bounded_time_naming_it(monkeypatch):
+    """Each side of a weight-transfer join gives up after RENDEZVOUS_TIMEOUT with an error naming the address or
+    the missing rank, instead of torch's 600 s connect timeout, twice (what hung CI for 20 minutes a join)."""
+    import datetime
+    import time
+
+    import rl.weight_sync as ws
+
+    monkeypatch.setattr(ws, "RENDEZVOUS_TIMEOUT", datetime.timedelta(seconds=2))
+    store = ws.listen("127.0.0.1")
+    t0 = time.perf_counter()
+    with pytest.raises(TimeoutError, match=r"rank\(s\) \[1\] did not join"):
+        ws.open_group("127.0.0.1", store.port, 0, store=store)  # the trainer side: the engine never joins
+    dead_port = store.port
+    del store  # nobody listens there any more
+    with pytest.raises(TimeoutError, match=f"could not reach the trainer's store at 127.0.0.1:{dead_port}"):
+        ws.open_group("127.0.0.1", dead_port, 1)  # the engine side: the trainer's call failed before it listened
+    assert time.perf_counter() - t0 < 30
+
+
+def test_join_both_waits_for_the_side_that_is_still_joining(ray_local):
+    """One side failing at once must not return while the other is still in its join (that side would stay
+    blocked, holding a shared engine up for the next run); the error names the rendezvous."""
+    import time
+
+    from rl.trainer_group import join_both
+
+    ray = ray_local
+
+    @ray.remote
+    def fails():
+        raise ConnectionError("address already in use")
+
+    @ray.remote
+    def joins_slowly():
+        time.sleep(3)
+        return "joined"
+
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r"weight transfer to engine 0 at h:1 failed on 1 of 2 side\(s\): ConnectionError: address already in use$"):
+        join_both([fails.remote(), joins_slowly.remote()], "weight transfer to engine 0 at h:1")
+    assert time.perf_counter() - t0 >= 2.5
+    assert join_both([joins_slowly.remote(), joins_slowly.remote()], "x") == ["joined", "joined"]
 
 
 @pytest.mark.vllm
