@@ -404,7 +404,11 @@ class RewardServer:
         self._stopped.set()
 
     def wait(self) -> None:
-        self._stopped.wait()
+        # Timed waits, not one untimed wait: the kernel may deliver SIGTERM to any of the process's threads (gRPC's
+        # event engine, the heartbeat), and CPython runs the handler only when the main thread next executes
+        # bytecode. An untimed lock wait is never woken then, so the server would ignore SIGTERM for good.
+        while not self._stopped.wait(0.2):
+            pass
 
 
 # ------------------------------------------------------------------------------------------ command line

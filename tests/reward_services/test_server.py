@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from reward_services.proto import reward_service_pb2 as pb
 from reward_services.proto import reward_service_pb2_grpc as pbg
 
-from .conftest import ServerProc
+from .conftest import ServerProc, wait_for
 
 TOKEN = "s3cret"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
@@ -256,3 +256,24 @@ def test_sigterm_drains_gracefully(spawn, tmp_path):
     assert len(resp.results) == n and all(r.error == pb.OK for r in resp.results)
     assert proc.proc.wait(timeout=30) == 0
     channel.close()
+
+
+def test_sigterm_that_lands_on_a_worker_thread_still_drains(spawn, tmp_path):
+    """The kernel may hand a process's SIGTERM to any thread (here gRPC's, sent there on purpose with tgkill).
+    The server still deregisters and exits 0: stop 26's CI hung on an instance that ignored SIGTERM this way."""
+    import ctypes
+    import os
+
+    from reward_services.registry import LocalRegistry
+
+    reg = tmp_path / "registry"
+    reg.mkdir()
+    proc = spawn(registry=f"local:{reg}")
+    pid = proc.proc.pid
+    workers = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+    assert workers and len(LocalRegistry(reg).resolve("chat-rm")) == 1
+    tgkill = {"x86_64": 234, "aarch64": 131}[os.uname().machine]  # the syscall's number; Python has no wrapper
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(tgkill, pid, max(workers), 15) == 0, ctypes.get_errno()
+    assert wait_for(lambda: LocalRegistry(reg).resolve("chat-rm") == [], timeout_s=10)
+    assert proc.proc.wait(timeout=30) == 0

@@ -3,6 +3,7 @@ local instances registered in the local registry)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -64,6 +65,14 @@ def test_deploy_renders_kubernetes_manifests(trained_rm, tmp_path, capsys):
     assert docs["HorizontalPodAutoscaler"]["spec"]["metrics"][0]["pods"]["metric"]["name"] == "mixrl_rm_queue_depth"
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an exited instance stays one until this process reaps it)."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_deploy_local_starts_registered_instances_that_score(trained_rm, tmp_path, capsys):
     from reward_services.client import RewardServiceClient
     from reward_services.registry import LocalRegistry
@@ -83,7 +92,13 @@ def test_deploy_local_starts_registered_instances_that_score(trained_rm, tmp_pat
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGTERM)  # drain
-    assert wait_for(lambda: LocalRegistry(registry).resolve("chat-rm") == [], timeout_s=15)
+    try:
+        assert wait_for(lambda: LocalRegistry(registry).resolve("chat-rm") == [], timeout_s=15)
+        assert wait_for(lambda: not any(running(pid) for pid in pids), timeout_s=30)
+    finally:  # they run detached: never leave one behind for the rest of the suite
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_serve_rm_cli_refuses_public_bind_without_token(rm_dir, capsys):
