@@ -13,8 +13,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 PY_STAMP := $(VENV)/.mixrl-python-deps
 SYS_STAMP := $(VENV)/.mixrl-system-deps
-# Debian packages the tests need: etcd for the registry backend, bubblewrap for the sandbox.
-APT_PACKAGES := etcd-server bubblewrap
+# Debian packages: etcd for the registry backend, bubblewrap for the sandbox, TCMalloc for the GRPO workers
+# (core.device.worker_env: a training step no longer faults its memory in again each step).
+APT_PACKAGES := etcd-server bubblewrap libtcmalloc-minimal4
 PYTEST_ARGS ?=
 
 .PHONY: install quickstart test bench base-checkpoint clean
@@ -39,7 +40,7 @@ endif
 	$(PIP) install -q --no-deps verl==0.9.1
 	@touch $@
 
-$(SYS_STAMP):
+$(SYS_STAMP): Makefile
 	@mkdir -p $(VENV)
 	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 	  echo "system packages present: $(APT_PACKAGES)"; \

