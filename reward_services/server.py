@@ -407,8 +407,9 @@ class RewardServer:
         # Timed waits, not one untimed wait: the kernel may deliver SIGTERM to any of the process's threads (gRPC's
         # event engine, the heartbeat), and CPython runs the handler only when the main thread next executes
         # bytecode. An untimed lock wait is never woken then, so the server would ignore SIGTERM for good.
-        while not self._stopped.wait(0.2):
-            pass
+        stopped = False
+        while not stopped:  # each 0.2 s timeout returns to bytecode, where a pending SIGTERM handler runs
+            stopped = self._stopped.wait(0.2)
 
 
 # ------------------------------------------------------------------------------------------ command line
