@@ -93,6 +93,24 @@ def resolve_dtype(name: str, device: torch.device | str = "cpu") -> str:
     return "bfloat16" if bf16_speedup() >= BF16_MIN_SPEEDUP else "float32"
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. a container's cpuset), else the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def parse_cores(spec: str) -> list[int]:
+    """"0", "0-3", "0,2,5-6" -> core ids.
+
+    >>> parse_cores("0,2,5-6")
+    [0, 2, 5, 6]
+    """
+    cores: list[int] = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        lo, _, hi = part.partition("-")
+        cores.extend(range(int(lo), int(hi or lo) + 1))
+    return cores
+
+
 def worker_threads(requested: int, *, bound_cores: int = 0, reserved_cpus: float = 0.0, shared_by: int = 1) -> int:
     """Intra-op threads of a training worker: `requested` when set; else the cores it is pinned to; else the CPUs
     it reserved from Ray (whole ones); else its share of every core this process may run on, split between the
@@ -108,8 +126,7 @@ def worker_threads(requested: int, *, bound_cores: int = 0, reserved_cpus: float
         return bound_cores
     if reserved_cpus >= 1:
         return int(reserved_cpus)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, shared_by))
+    return max(1, available_cores() // max(1, shared_by))
 
 
 # glibc's malloc hands a freed block of 32 MB and more (a step's logits, its MLP activations) back to the kernel, and

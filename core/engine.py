@@ -38,6 +38,7 @@ import uuid
 import dataclasses
 from dataclasses import dataclass
 
+from core.device import available_cores, parse_cores
 from core.seeds import sample_seed
 from core.tokenizer import THINK_CLOSE, THINK_OPEN
 
@@ -94,6 +95,22 @@ class SamplingSettings(SamplingConfig):
         return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(SamplingConfig)}, seed=seed)
 
 
+def cpu_engine_env(threads: int = 0, cpu_bind: str = "") -> dict[str, str]:
+    """The environment a single-process vLLM-CPU engine starts with (`RolloutEngine`, `cpu_executor="uni"`):
+    vLLM's `uni` executor allowed (VLLM_ENABLE_V1_MULTIPROCESSING=0 is what vLLM-CPU checks; `AsyncLLM` still runs
+    its engine core in a process of its own), and the model's OpenMP threads: `threads`, else one per core of
+    `cpu_bind`, else one per core this process may run on; pinned one per core of `cpu_bind` when given.
+
+    >>> cpu_engine_env(3)["OMP_NUM_THREADS"], cpu_engine_env(0, "2-3")["OMP_PLACES"]
+    ('3', '{2},{3}')
+    """
+    cores = parse_cores(cpu_bind) if cpu_bind else []
+    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": str(threads or len(cores) or available_cores())}
+    if cores:
+        env |= {"OMP_PLACES": ",".join(f"{{{c}}}" for c in cores), "OMP_PROC_BIND": "close"}
+    return env
+
+
 def kv_cache_bytes(model_path: str, dtype: str, max_model_len: int, max_num_seqs: int, *, margin: float = 1.1) -> int:
     """KV-cache bytes for `max_num_seqs` sequences of `max_model_len` tokens of this model (K and V of every layer),
     so vLLM-CPU allocates what a recipe's batch needs instead of a fixed GiB (4 GiB by default).
@@ -136,7 +153,7 @@ class RolloutEngine:
                  kv_cache_gib: float = 0.0, weight_transfer_backend: str = "", worker_extension_cls: str = "",
                  cpu_bind: str = "", tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
                  enforce_eager: bool | None = None, enable_chunked_prefill: bool | None = None, max_num_seqs: int = 0,
-                 partial_rollouts: bool = False):
+                 partial_rollouts: bool = False, cpu_threads: int = 0, cpu_executor: str = "uni"):
         self.model_path = model_path
         self.partial_rollouts = partial_rollouts  # weight updates land mid-request; tokens carry their versions
         # partial rollouts: request id -> (sample index, its tokens so far, the version after) at each update it saw
@@ -155,6 +172,8 @@ class RolloutEngine:
         self.weight_transfer_backend = weight_transfer_backend  # "" = no weight transfer (evaluation, curation)
         self.worker_extension_cls = worker_extension_cls
         self.cpu_bind = cpu_bind
+        self.cpu_threads = cpu_threads  # vLLM-CPU, uni executor: the model's threads; 0 = the bound cores, else all
+        self.cpu_executor = cpu_executor  # vLLM-CPU: "uni" (the model in the engine-core process) or "mp" (vLLM's)
         self.engine = None
         self.weight_version = 0
 
@@ -162,19 +181,23 @@ class RolloutEngine:
         from core.quiet_logs import quiet_vllm_logging, verbose
 
         quiet_vllm_logging()  # before vllm's first import in this process (and in the engine core it starts)
-        if self.cpu_bind:  # vLLM-CPU's OpenMP threads on exactly these cores (the placement split of a recipe)
+        import torch
+
+        on_gpu = torch.cuda.is_available()
+        single_process = not on_gpu and self.cpu_executor == "uni" and self.tensor_parallel_size == 1
+        if single_process:  # read by vLLM's CPU platform here and by the engine core it starts (module docstring)
+            os.environ.update(cpu_engine_env(self.cpu_threads, self.cpu_bind))
+        elif self.cpu_bind:  # vLLM-CPU's OpenMP threads on exactly these cores (the placement split of a recipe)
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = self.cpu_bind
             os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
         if self.worker_extension_cls:  # its module registers a weight-transfer backend: in this process too
             importlib.import_module(self.worker_extension_cls.rpartition(".")[0])
-        import torch
         from vllm import AsyncEngineArgs
         from vllm.config import ReasoningConfig, WeightTransferConfig
         from vllm.v1.engine.async_llm import AsyncLLM
 
         from core.device import resolve_dtype
 
-        on_gpu = torch.cuda.is_available()
         self.dtype = resolve_dtype(self.dtype, "cuda" if on_gpu else "cpu")
         eager = (not on_gpu) if self.enforce_eager is None else self.enforce_eager
         memory: dict = {"gpu_memory_utilization": self.gpu_memory_utilization} if on_gpu else {
@@ -194,6 +217,7 @@ class RolloutEngine:
             max_num_batched_tokens=max(8192, self.max_model_len),
             enable_prefix_caching=not self.partial_rollouts,  # see the module docstring
             tensor_parallel_size=self.tensor_parallel_size,
+            **({"distributed_executor_backend": "uni"} if single_process else {}),
             **({"max_num_seqs": self.max_num_seqs} if self.max_num_seqs else {}),
             **memory,
             reasoning_config=ReasoningConfig(reasoning_start_str=THINK_OPEN, reasoning_end_str=f"\n{THINK_CLOSE}\n\n"),

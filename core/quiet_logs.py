@@ -39,6 +39,9 @@ VLLM_EXPECTED_WARNINGS = (
     "is not found in LD_PRELOAD",  # libtcmalloc / libiomp: a deployment tuning hint, not an error
     "Passing raw prompts to InputProcessor is deprecated",
     "force killing remaining process",  # the engine's own shutdown of its worker processes
+    # the single-process CPU engine (core/engine.py): its seed and thread count are set on purpose
+    "VLLM_ENABLE_V1_MULTIPROCESSING is set to False",
+    "leaving Torch threads at",
 )
 # Python warnings vLLM's import raises on torch 2.13 (module, category): a deprecation inside vLLM, not ours
 PYTHON_WARNINGS_IGNORED = (("vllm.triton_utils.dispatcher", "FutureWarning"),)

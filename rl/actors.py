@@ -27,11 +27,12 @@ from dataclasses import dataclass
 
 import torch
 
-from core.device import worker_env
+from core.device import available_cores, parse_cores, worker_env
 from core.engine import RolloutEngine, RolloutSample, SamplingSettings
 from core.seeds import engine_seed
 from rewards import RewardResult, RewardRouter, Sample
 from rl.config import GRPOConfig
+from rl.placement import rollout_threads
 
 
 @dataclass
@@ -64,19 +65,6 @@ def build_reward_router(cfg: GRPOConfig) -> RewardRouter:
 def _secret_from_env(name: str) -> str | None:
     """The token in environment variable ``name`` (recipes name the variable, not the secret); None if unset."""
     return (os.environ.get(name) or None) if name else None
-
-
-def parse_cores(spec: str) -> list[int]:
-    """"0", "0-3", "0,2,5-6" -> core ids.
-
-    >>> parse_cores("0,2,5-6")
-    [0, 2, 5, 6]
-    """
-    cores: list[int] = []
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        lo, _, hi = part.partition("-")
-        cores.extend(range(int(lo), int(hi or lo) + 1))
-    return cores
 
 
 def think_token_ids(tokenizer) -> tuple[list[int], list[int]]:
@@ -112,7 +100,8 @@ class RolloutActor:
                                     weight_transfer_backend=r.weight_transfer_backend, worker_extension_cls=WORKER_EXTENSION,
                                     cpu_bind=r.cpu_bind, tensor_parallel_size=r.tensor_parallel_size,
                                     gpu_memory_utilization=r.gpu_memory_utilization, enforce_eager=r.enforce_eager,
-                                    enable_chunked_prefill=r.enable_chunked_prefill, partial_rollouts=r.partial_rollouts)
+                                    enable_chunked_prefill=r.enable_chunked_prefill, partial_rollouts=r.partial_rollouts,
+                                    cpu_threads=r.cpu_threads, cpu_executor=r.cpu_executor)
         self.router = None
         self.reward_key = None
         self.model_path = model_path
@@ -437,6 +426,7 @@ def new_rollout_actor(cfg: GRPOConfig, model_path: str, engine: int = 0, group=N
         rollout_cfg = dataclasses.replace(rollout_cfg, max_num_seqs=default_max_num_seqs(cfg))
     if p.rollout_cpu_bind:
         rollout_cfg = dataclasses.replace(rollout_cfg, cpu_bind=p.rollout_cpu_bind[engine % len(p.rollout_cpu_bind)])
+    rollout_cfg = dataclasses.replace(rollout_cfg, cpu_threads=rollout_threads(cfg, available_cores()))
     options: dict = {"num_cpus": p.rollout_cpus_per_engine, "num_gpus": p.rollout_gpus_per_engine}
     if group is not None:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy

