@@ -83,7 +83,7 @@ from rl.checkpoint import latest_checkpoint, restore_grpo_checkpoint, save_grpo_
 from rl.config import GRPOConfig
 from rl.heldout import check_heldout, evaluate_heldout, format_heldout, heldout_table
 from rl.preflight import preflight
-from rl.placement import SplitAdvice, recommend_split
+from rl.placement import SplitAdvice, recommend_split, rollout_threads
 from rl.prompts import load_sources
 from rl.rollout import RolloutBatch, RolloutSide
 from rl.trainer import build_batch
@@ -265,7 +265,9 @@ def placement_advice(cfg: GRPOConfig, rows: list[dict]) -> SplitAdvice | None:
         return None
     rows = rows[1:]  # the first step pays warm-ups
     total = os.cpu_count() or 1
-    rollout_cores = sum(len(parse_cores(b)) for b in p.rollout_cpu_bind) if p.rollout_cpu_bind else total
+    # the cores the engines generated on: bound ones, else their model threads (`rl.placement.rollout_threads`)
+    rollout_cores = (sum(len(parse_cores(b)) for b in p.rollout_cpu_bind) if p.rollout_cpu_bind
+                     else rollout_threads(cfg, total) * max(1, p.rollout_engines))
     mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
     now = mean("time_step_s") if all("time_step_s" in r for r in rows) else None
     return recommend_split(generate_s=mean("time_generate_s"), rollout_cores=rollout_cores, train_s=mean("time_trainer_s"),

@@ -114,6 +114,35 @@ def test_placement_advice_balances_the_measured_phases():
     assert placement_advice(cfg, rows) is None  # CPU-only, one node
 
 
+@pytest.mark.parametrize("staleness, placement, rollout, threads", [
+    (0, {}, {}, 8),  # synchronous: the trainer waits while the engine generates, so every core
+    (0, {"rollout_engines": 2}, {}, 4),  # shared by the engines
+    (1, {}, {}, 4),  # asynchronous, colocated: half the node, the trainer's threads take the rest
+    (1, {"trainer_cpus_per_worker": 6}, {}, 2),  # what the trainer side reserves is left to it
+    (1, {"trainer_cpu_bind": "0-4"}, {}, 3),
+    (1, {"rollout_cpus_per_engine": 3}, {}, 3),  # an engine's own Ray CPUs
+    (1, {"rollout_cpu_bind": ["0-2"]}, {}, 0),  # bound: one thread per bound core (`core.engine.cpu_engine_env`)
+    (1, {"trainer_cpus_per_worker": 8}, {}, 1),  # never none
+    (0, {}, {"cpu_threads": 5}, 5),  # the recipe's own number wins
+])
+def test_rollout_threads_follow_the_placement(staleness, placement, rollout, threads):
+    from rl.placement import rollout_threads
+
+    cfg = GRPOConfig(max_staleness=staleness)
+    cfg.placement = dataclasses.replace(cfg.placement, **placement)
+    cfg.rollout = dataclasses.replace(cfg.rollout, **rollout)
+    assert rollout_threads(cfg, 8) == threads
+
+
+def test_single_process_cpu_engine_environment():
+    from core.engine import cpu_engine_env
+
+    env = cpu_engine_env(0, "1,3-4")
+    assert env == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "3", "OMP_PLACES": "{1},{3},{4}",
+                   "OMP_PROC_BIND": "close"}
+    assert cpu_engine_env(2)["OMP_NUM_THREADS"] == "2" and "OMP_PLACES" not in cpu_engine_env(2)
+
+
 def test_reward_metrics_per_domain_and_component():
     groups = [[_sample(4), _sample(6, "length")], [_sample(2), _sample(2)]]
     rewards = [[_R(1.0, {"answer": 1.0}), _R(0.0, {"answer": 0.0})], [_R(0.5, {"ifeval": 0.5}), _R(None)]]
