@@ -18,8 +18,9 @@ What it does, back to back, every run in its own process:
    samples x 128 tokens with EOS ignored, temperature 1, steps).
    Matched knobs: 8 prompts x 8 samples, 128 response tokens, EOS ignored, temperature 1 / top-p 1 / top-k off,
    β 0.04 (k3), token-mean loss, clip 0.2/0.2, lr 1e-6 with no warm-up (TRL decays it linearly to 0, mixrl here
-   to 0 by cosine: the same work per step), weight decay 0, grad-clip 1.0, one micro-batch of 64, one optimizer
-   step per batch. The engines differ by design: TRL generates with HF `generate` in the trainer process,
+   to 0 by cosine: the same work per step), weight decay 0, grad-clip 1.0, one micro-batch of 64 (`--micro-batch N`
+   sets mixrl's: the same update by gradient accumulation, activation memory in proportion), one optimizer step
+   per batch. The engines differ by design: TRL generates with HF `generate` in the trainer process,
    mixrl with vLLM in its own process.
 4. mixrl's phases from `RUN_DIR/metrics.jsonl` (every `time_*` / `wait_*` key, median of steps 2..N).
 5. The physical floor: T = the step's trainer FLOPs at this machine's matmul ceiling (`bench/matmul_ceiling.py`
@@ -253,7 +254,8 @@ def attempt(systems: dict, name: str, fn, *args, **kwargs) -> None:
 # ---- mixrl ---------------------------------------------------------------------------------------------------
 
 
-def mixrl_recipe(name: str, model: Path, task: Path, steps: int, *, staleness: int | None, dtype: str | None) -> dict:
+def mixrl_recipe(name: str, model: Path, task: Path, steps: int, *, staleness: int | None, dtype: str | None,
+                 micro_batch: int = PROMPTS * GROUP) -> dict:
     """A GRPO recipe for the workload. staleness/dtype None = mixrl's defaults for everything but the workload."""
     run_dir = BENCH_HOME / "runs" / name
     recipe: dict = {
@@ -277,7 +279,7 @@ def mixrl_recipe(name: str, model: Path, task: Path, steps: int, *, staleness: i
         "max_staleness": staleness,
         "algo": {"kl_coef": BETA, "kl_estimator": "k3", "loss_agg_mode": "token-mean", "clip_ratio_low": 0.2,
                  "clip_ratio_high": 0.2},
-        "trainer": {"micro_batch_sequences": PROMPTS * GROUP, "dtype": dtype,
+        "trainer": {"micro_batch_sequences": micro_batch, "dtype": dtype,
                     "optim": {"lr_peak": 1.0e-6, "lr_warmup_steps": 0, "lr_min_ratio": 0.0, "weight_decay": 0.0,
                               "grad_clip_norm": 1.0}},
         "ray": {"num_cpus": os.cpu_count() or 2},
@@ -286,10 +288,11 @@ def mixrl_recipe(name: str, model: Path, task: Path, steps: int, *, staleness: i
     return recipe
 
 
-def run_mixrl(name: str, model: Path, task: Path, steps: int, *, staleness: int | None, dtype: str | None) -> dict:
+def run_mixrl(name: str, model: Path, task: Path, steps: int, *, staleness: int | None, dtype: str | None,
+              micro_batch: int = PROMPTS * GROUP) -> dict:
     import yaml
 
-    recipe = mixrl_recipe(name, model, task, steps, staleness=staleness, dtype=dtype)
+    recipe = mixrl_recipe(name, model, task, steps, staleness=staleness, dtype=dtype, micro_batch=micro_batch)
     run_dir = Path(recipe["run_dir"])
     shutil.rmtree(run_dir, ignore_errors=True)  # metrics.jsonl appends: start clean
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -411,6 +414,9 @@ def main() -> None:
     ap.add_argument("--skip-trl", action="store_true", help=f"reuse the TRL runs of {LAST.relative_to(ROOT)}")
     ap.add_argument("--quick", action="store_true", help="3 steps, 1 timed generation call: a smoke run")
     ap.add_argument("--no-defaults", action="store_true", help="skip the default-vs-default pair")
+    ap.add_argument("--micro-batch", type=int, default=PROMPTS * GROUP,
+                    help="mixrl's trainer.micro_batch_sequences in the matched runs (default: TRL's one micro-batch of "
+                         "64; gradient accumulation gives the same update, the activations' memory scales with it)")
     ap.add_argument("--_measure-generation", nargs=4, metavar=("MODEL", "TASK", "DTYPE", "REPEATS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._measure_generation:
@@ -443,8 +449,8 @@ def main() -> None:
                 log(f"--skip-trl: the reused trl_{s} ran {systems[f'trl_{s}'].get('steps')} steps, this run {steps}")
         else:
             attempt(systems, f"trl_{s}", run_trl, model, task, steps, dtype=dtype, beta=BETA)
-        attempt(systems, f"mixrl_sync_{s}", run_mixrl, model, task, steps, staleness=0, dtype=dtype)
-        attempt(systems, f"mixrl_async_{s}", run_mixrl, model, task, steps, staleness=1, dtype=dtype)
+        attempt(systems, f"mixrl_sync_{s}", run_mixrl, model, task, steps, staleness=0, dtype=dtype, micro_batch=args.micro_batch)
+        attempt(systems, f"mixrl_async_{s}", run_mixrl, model, task, steps, staleness=1, dtype=dtype, micro_batch=args.micro_batch)
     if not args.no_defaults:
         if args.skip_trl:
             if "trl_default" in previous.get("systems", {}):
@@ -502,7 +508,8 @@ def main() -> None:
         "workload": {"model": str(model.relative_to(ROOT)), "params": manifest["params"],
                      "weights_sha256": manifest["weights_sha256"], "task": str(task.relative_to(ROOT)),
                      "prompts_per_step": PROMPTS, "samples_per_prompt": GROUP, "max_response_tokens": MAX_TOKENS,
-                     "ignore_eos": True, "beta": BETA, "prompt_tokens_mean": prompt_tokens, "tokens_per_step": tokens},
+                     "ignore_eos": True, "beta": BETA, "prompt_tokens_mean": prompt_tokens, "tokens_per_step": tokens,
+                     "mixrl_micro_batch_sequences": args.micro_batch},
         "machine": machine_facts(),
         "systems": systems,
         "ratios": ratios,
