@@ -235,6 +235,7 @@ class PolicyTrainer:
     """Owns the policy, the frozen reference, the optimizer and the step counter (one rank's share when sharded)."""
 
     def __init__(self, model_path: str, trainer: GRPOTrainerConfig, algo: AlgoConfig, *, total_steps: int, seed: int = 0):
+        from core.lean_ops import apply_lean_ops
         from core.model import load_checkpoint
         from core.optim import build_optimizer
 
@@ -253,6 +254,10 @@ class PolicyTrainer:
         if algo.kl_coef > 0:
             self.reference, _ = load_checkpoint(model_path, dtype="float32")
             self.reference.eval().requires_grad_(False)
+        # before sharding (each swap is probed on plain tensors); the reference too, so both run the same ops
+        self.lean_ops = apply_lean_ops(self.policy) if trainer.lean_activations else None
+        if trainer.lean_activations and self.reference is not None:
+            apply_lean_ops(self.reference)
         self.offload_reference = trainer.reference_offload and self.device.type != "cpu"
         if self.sharded:
             from torch.distributed.device_mesh import init_device_mesh

@@ -152,12 +152,12 @@ def test_reward_metrics_per_domain_and_component():
     assert m["response_tokens_mean"] == 3.5 and m["truncated_fraction"] == 0.25
 
 
-def _trainer(ckpt, **algo):
+def _trainer(ckpt, trainer_cfg: dict | None = None, **algo):
     from rl.config import AlgoConfig, GRPOTrainerConfig
     from rl.trainer import PolicyTrainer
     from core.sections import OptimConfig
 
-    t = GRPOTrainerConfig(micro_batch_sequences=2, dtype="float32",
+    t = GRPOTrainerConfig(micro_batch_sequences=2, dtype="float32", **(trainer_cfg or {}),
                           optim=OptimConfig(lr_peak=1e-3, lr_warmup_steps=0, lr_min_ratio=1.0, weight_decay=0.0))
     return PolicyTrainer(ckpt["model"], t, AlgoConfig(**algo), total_steps=10, seed=0)
 
@@ -312,3 +312,18 @@ def test_thinking_mode_on_a_template_that_cannot_express_it_fails_before_anythin
     assert any(s.mode != "direct" for s in cfg.sources)  # the ifeval source is mixed
     with pytest.raises(ChatTemplateError, match="mixrl sft"):
         run_grpo(cfg)
+
+
+def test_lean_activations_make_the_same_update(tiny_grpo_checkpoint):
+    """`trainer.lean_activations` (the default) swaps the policy's and the reference's MLPs and norms for
+    `core.lean_ops`' and makes the same update as the modules' own forward and backward."""
+    runs = {}
+    for lean in (True, False):
+        trainer = _trainer(tiny_grpo_checkpoint, kl_coef=0.1, trainer_cfg={"lean_activations": lean})
+        assert trainer.lean_ops == ({"mlp": 2, "norm": 5, "left": 0} if lean else None)
+        metrics = trainer.train_step(_toy_batch(trainer.tokenizer.pad_token_id))
+        runs[lean] = (metrics, torch.cat([p.detach().flatten() for p in trainer.policy.parameters()]))
+    (lean, w_lean), (own, w_own) = runs[True], runs[False]
+    torch.testing.assert_close(w_lean, w_own, rtol=0, atol=1e-6)
+    for key in ("loss", "pg_loss", "kl", "grad_norm", "entropy"):
+        assert lean[key] == pytest.approx(own[key], rel=1e-5, abs=1e-7), key
