@@ -30,7 +30,9 @@ What it does, back to back, every run in its own process:
    here). G = raw vLLM `LLM.generate` time for the same tokens (8 prompts, n=8, 128 tokens, EOS ignored, same dtype,
    the engine settings mixrl's rollout uses on CPU), in a subprocess of our venv. Floors: synchronous T + G,
    one-step asynchronous max(T, G); targets (reported, not asserted): within 1.3x of the floor, and mixrl async
-   <= 0.75x TRL's s/step, synchronous <= 0.95x.
+   <= 0.75x TRL's s/step, synchronous <= 0.95x; peak PSS <= 4 GB (`memory`).
+6. The host's speed: a 1-second fp32 GEMM probe before every run and after the last (`host_speed`: the probes
+   and their max/min spread). Ratios between runs are only as good as that spread.
 
 Prints one JSON object on stdout (progress on stderr) and keeps it in `.bench/vs_trl_last.json`; child logs in
 `.bench/logs/`. s/step = the median over steps 2..N of the wall time between consecutive step ends (step 1 carries
@@ -70,6 +72,7 @@ SIZE = "small"
 PROMPTS, GROUP, MAX_TOKENS, BETA = 8, 8, 128, 0.04
 # Targets of issue 14 (reported against, never asserted: the host is shared and noisy)
 TARGET_ASYNC, TARGET_SYNC, TARGET_FLOOR = 0.75, 0.95, 1.3
+TARGET_PSS_MB = 4096  # peak PSS of a mixrl run's process tree (4 GB)
 
 
 def log(msg: str) -> None:
@@ -241,8 +244,27 @@ def remember(name: str, result: dict) -> None:
     LAST.write_text(json.dumps(last, indent=1))
 
 
+def host_speed_gflops(seconds: float = 1.0) -> float:
+    """This host's sustained fp32 GEMM rate now (mean over about `seconds` of a peer-workload MLP shape), taken
+    before every run and after the last: a shared or throttled host drifts by tens of percent over minutes, and
+    the spread of these probes says how far ratios between runs can be trusted."""
+    import torch
+
+    a, b = torch.randn(4096, 384), torch.randn(384, 1024)
+    torch.matmul(a, b)  # warm-up
+    calls, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        torch.matmul(a, b)
+        calls += 1
+    return round(2.0 * 4096 * 384 * 1024 * calls / (time.perf_counter() - t0) / 1e9, 1)
+
+
+HOST_PROBES: list[dict] = []  # {"before": run name or "end", "gflops": ...}
+
+
 def attempt(systems: dict, name: str, fn, *args, **kwargs) -> None:
     """One run into `systems[name]`; a failed run is reported as {"error": ...} and the others still run."""
+    HOST_PROBES.append({"before": name, "gflops": host_speed_gflops()})
     try:
         systems[name] = fn(name, *args, **kwargs)
     except (SystemExit, Exception) as e:  # noqa: BLE001 - one broken run must not void the others' measurements
@@ -488,6 +510,13 @@ def main() -> None:
                 if name.startswith("mixrl"):
                     floors[d][f"{name}_met"] = r <= TARGET_FLOOR
 
+    HOST_PROBES.append({"before": "end", "gflops": host_speed_gflops()})
+    rates = [p["gflops"] for p in HOST_PROBES]
+    host_speed = {"probes": HOST_PROBES, "spread": round(max(rates) / max(min(rates), 1e-9), 3)}
+    memory = {name: {"peak_pss_mb": systems[name].get("peak_pss_tree_mb"), "target_mb": TARGET_PSS_MB,
+                     "met": (systems[name].get("peak_pss_tree_mb") or float("inf")) <= TARGET_PSS_MB}
+              for name in systems if name.startswith("mixrl") and "error" not in systems[name]}
+
     ratios = {}
     for d in dtypes:
         s = short[d]
@@ -517,6 +546,8 @@ def main() -> None:
         "trainer_flops": flops,
         "generation": generation,
         "floors": floors,
+        "memory": memory,
+        "host_speed": host_speed,
         "loadavg_1m_before": round(load_before[0], 2),
         "loadavg_1m_after": round(os.getloadavg()[0], 2),
         "total_wall_s": round(time.perf_counter() - t_all, 1),
