@@ -35,6 +35,8 @@ class PackedTrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when visible
     dtype: Dtype = "auto"  # bfloat16 = autocast on the device (master weights stay fp32); auto = bf16 where faster
     gradient_checkpointing: bool = False  # recompute activations in backward (GPU memory for long rows)
+    # SwiGLU MLPs and RMSNorms that keep fewer activations for backward (`core.lean_ops`): the same training
+    lean_activations: bool = True
     log_every_steps: int = 20
     num_threads: int = 0  # torch intra-op threads; 0 = all cores
     # training-state checkpoints (weights, optimizer, data order, RNG) in RUN_DIR/checkpoints/step_N, every this

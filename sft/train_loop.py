@@ -19,6 +19,7 @@ import torch
 
 from core.checkpoint import find_resume_checkpoint, save_checkpoint
 from core.device import autocast, resolve_device, resolve_dtype
+from core.lean_ops import apply_lean_ops
 from core.metrics import MetricsLogger
 from core.run_dir import hold_run_dir
 from core.optim import apply_optim_config, build_optimizer, lr_at
@@ -104,6 +105,8 @@ def train_packed(
     model.to(device)
     if teacher is not None:
         teacher.to(device)
+    if train.lean_activations:
+        apply_lean_ops(model)
     if train.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     per_pass = math.ceil(len(rows) / train.rows_per_step)

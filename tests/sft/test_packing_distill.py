@@ -194,3 +194,21 @@ def test_resume_takes_this_invocations_weight_decay_and_betas(tokenizer, tmp_pat
     train_packed(with_old, rows, train=longer, run_dir=tmp_path / "old", **first)
     assert not torch.equal(with_new.state_dict()["model.layers.0.mlp.up_proj.weight"],
                            with_old.state_dict()["model.layers.0.mlp.up_proj.weight"])
+
+
+def test_lean_activations_train_to_the_same_weights(tokenizer, tmp_path):
+    """`train.lean_activations` (the default) swaps the model's MLPs and norms for `core.lean_ops`' and trains the
+    packed rows to the weights the modules' own forward and backward reach."""
+    small = ModelConfig(hidden_size=32, num_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256)
+    rows, _ = pack_samples(_samples(tokenizer) * 6, 48, pad_id=tokenizer.pad_token_id)
+    common = dict(optim=OptimConfig(lr_peak=3e-3, lr_warmup_steps=2), stage="t", seed=3)
+    models = {}
+    for lean in (True, False):
+        train = PackedTrainConfig(max_steps=6, rows_per_step=2, log_every_steps=100, dtype="float32", lean_activations=lean)
+        models[lean] = build_model(small, tokenizer, seed=0)
+        train_packed(models[lean], rows, train=train, run_dir=tmp_path / str(lean), **common)
+    assert models[True].model.layers[0].mlp.forward.__name__ == "_lean_mlp_forward"
+    assert models[False].model.layers[0].mlp.forward.__name__ == "forward"
+    for (name, a), (_, b) in zip(models[True].state_dict().items(), models[False].state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    assert not torch.equal(models[True].state_dict()["lm_head.weight"], build_model(small, tokenizer, seed=0).state_dict()["lm_head.weight"])
