@@ -61,7 +61,28 @@ class DropExpectedVllmWarnings(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = str(record.msg)
-        return not any(expected in message for expected in VLLM_EXPECTED_WARNINGS)
+        if any(expected in message for expected in VLLM_EXPECTED_WARNINGS):
+            return False
+        return not _engine_precision_cast(record)
+
+
+# vLLM 0.32 warns once per parameter when it loads a checkpoint into an engine of lower precision ("Attempted to load
+# weight %s with dtype %s into parameter with dtype %s"): an fp32 checkpoint into the bf16/fp16 engine that precision
+# `auto` chose is that cast on purpose (a 28-layer model: over 100 lines at every engine start). Other mismatches stay.
+LOAD_CAST_TEMPLATE = "Attempted to load weight %s with dtype %s into parameter with dtype %s"
+
+
+def _engine_precision_cast(record: logging.LogRecord) -> bool:
+    """Whether `record` is vLLM's load-time warning for an fp32 weight cast to a bf16/fp16 parameter.
+
+    >>> rec = lambda src, dst: logging.LogRecord("vllm.x", 30, "f", 1, LOAD_CAST_TEMPLATE, ("norm.weight", src, dst), None)
+    >>> _engine_precision_cast(rec("torch.float32", "torch.bfloat16")), _engine_precision_cast(rec("torch.bfloat16", "torch.float16"))
+    (True, False)
+    """
+    if str(record.msg) != LOAD_CAST_TEMPLATE or not isinstance(record.args, tuple) or len(record.args) != 3:
+        return False
+    _, src, dst = (str(a) for a in record.args)
+    return src == "torch.float32" and dst in ("torch.bfloat16", "torch.float16")
 
 
 # Ray's note at every local cluster start that token authentication is on by default (it asks nothing of the user;

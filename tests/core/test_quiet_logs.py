@@ -11,6 +11,7 @@ import sys
 from core.quiet_logs import VERBOSE_ENV, quiet_vllm_logging, vllm_logging_config
 
 PROBE = """
+import torch
 from vllm.config.logging import LoggingConfig
 from vllm.logger import configure_logging, init_logger
 configure_logging(LoggingConfig())  # as vLLM's engine and engine-core processes do at start
@@ -18,6 +19,10 @@ log = init_logger("vllm.model_executor.model_loader.reload.layerwise")
 log.info("engine INFO line")
 log.warning("%s: Failed to load weights", "VocabParallelEmbedding")
 log.warning("Enforce eager set, disabling torch.compile")  # expected at every CPU engine start
+log.warning("Attempted to load weight %s with dtype %s into parameter with dtype %s", "norm.weight", torch.float32,
+            torch.bfloat16)  # precision auto's engine reading an fp32 checkpoint: one line per parameter
+log.warning("Attempted to load weight %s with dtype %s into parameter with dtype %s", "lm_head.weight", torch.bfloat16,
+            torch.float16)  # a lossy cast nobody chose: kept
 log.warning("a real warning")
 log.error("a real error")
 """
@@ -40,6 +45,7 @@ def test_vllm_keeps_warnings_and_drops_info_and_expected_warnings(monkeypatch):
     out = _run_probe(dict(os.environ))
     assert "a real warning" in out and "a real error" in out
     assert "engine INFO line" not in out and "Failed to load weights" not in out and "Enforce eager" not in out
+    assert "norm.weight" not in out and "lm_head.weight with dtype torch.bfloat16 into parameter with dtype torch.float16" in out
     assert os.environ["TORCH_CPP_LOG_LEVEL"] == "ERROR"  # torch's C++ warnings (vLLM-CPU's NUMA binding note) too
 
 
