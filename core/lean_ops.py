@@ -68,7 +68,7 @@ class SwiGLUFunction(torch.autograd.Function):
         x2 = x.flatten(0, -2)
         d_w_gate = (dg.flatten(0, -2).t() @ x2).to(w_gate.dtype)
         d_w_up = (du.flatten(0, -2).t() @ x2).to(w_up.dtype)
-        dx = (dg @ w_gate.to(dtype) + du @ w_up.to(dtype)).to(ctx.x_dtype)
+        dx = (dg @ w_gate.to(dtype)).to(ctx.x_dtype) + (du @ w_up.to(dtype)).to(ctx.x_dtype)  # summed as autocast would
         return dx, d_w_gate, d_w_up, d_w_down
 
 
