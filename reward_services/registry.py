@@ -130,6 +130,8 @@ class LocalRegistry:
                 continue  # deleted or replaced between listing and reading
             if data.get("expires_at", 0) > now:
                 out.append(_instance_from_json(json.dumps(data)))
+        if not self.root.exists():  # removed while we listed it: what we saw is not the registry's answer
+            raise RegistryError(f"local registry folder {self.root} does not exist")
         return sorted(out, key=lambda i: i.key)
 
     def gc(self) -> int:

@@ -63,6 +63,22 @@ def test_local_registry_missing_folder_is_a_registry_error(tmp_path):
         LocalRegistry(tmp_path / "nope").resolve("chat-rm")
 
 
+def test_local_registry_removed_while_listing_is_a_registry_error(tmp_path, monkeypatch):
+    """The folder vanishes between resolve's first check and its listing (a poll racing a move or a delete): that
+    is the registry being down, not a registry with no instances, which would retire every live endpoint."""
+    registry = LocalRegistry(tmp_path / "registry")
+    registry.register(A, ttl_s=30)
+    glob = type(registry.root).glob
+
+    def moved_during_listing(self, pattern):
+        registry.root.rename(tmp_path / "registry_gone")
+        return glob(self, pattern)
+
+    monkeypatch.setattr(type(registry.root), "glob", moved_during_listing)
+    with pytest.raises(RegistryError):
+        registry.resolve("chat-rm")
+
+
 @pytest.fixture
 def etcd(tmp_path):
     binary = shutil.which("etcd")
