@@ -377,20 +377,24 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def ensure_ray(cfg: GRPOConfig) -> None:
+def ensure_ray(cfg: GRPOConfig) -> bool:
+    """Connect to (or start) the recipe's Ray unless this process already has one; True when it connected here,
+    so the run that called it also disconnects (`ray.shutdown`, which stops a Ray it started)."""
     import ray
 
-    if not ray.is_initialized():
-        import logging
+    if ray.is_initialized():
+        return False
+    import logging
 
-        from core.quiet_logs import quiet_ray_notes, verbose
+    from core.quiet_logs import quiet_ray_notes, verbose
 
-        quiet_ray_notes()
-        address = ray_address(cfg.ray.address)
-        kwargs = {"num_cpus": cfg.ray.num_cpus} if cfg.ray.num_cpus and address == "local" else {}
-        # the actors' output reaches the console (their errors, vLLM's warnings); Ray's own INFO lines only if verbose
-        ray.init(address=address, include_dashboard=False, log_to_driver=True,
-                 logging_level=logging.INFO if verbose() else logging.WARNING, **kwargs)
+    quiet_ray_notes()
+    address = ray_address(cfg.ray.address)
+    kwargs = {"num_cpus": cfg.ray.num_cpus} if cfg.ray.num_cpus and address == "local" else {}
+    # the actors' output reaches the console (their errors, vLLM's warnings); Ray's own INFO lines only if verbose
+    ray.init(address=address, include_dashboard=False, log_to_driver=True,
+             logging_level=logging.INFO if verbose() else logging.WARNING, **kwargs)
+    return True
 
 
 def ray_address(configured: str) -> str | None:

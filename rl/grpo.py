@@ -65,7 +65,7 @@ import json
 import math
 import time
 from collections import defaultdict
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -380,7 +380,7 @@ def _run_grpo(cfg: GRPOConfig, rollout) -> dict:
     build_reward_router(cfg).close()  # ... or a bad reward config (preflight checked the rest)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
     phases = {"data": time.perf_counter() - t_start}  # start-up, phase by phase (summary `startup_phases_s`)
-    ensure_ray(cfg)
+    owns_ray = ensure_ray(cfg)  # a Ray this run started is stopped at its end
     check_ray_placement(cfg)  # a placement the cluster cannot hold fails now, naming what is missing
     phases["ray"] = time.perf_counter() - t_start - sum(phases.values())
     trainer = TrainerGroup(cfg)  # the trainer's models load while the engines start
@@ -422,19 +422,25 @@ def _run_grpo(cfg: GRPOConfig, rollout) -> dict:
                 # partial rollouts: the batches in flight finish first, so the checkpoint holds them whole
                 ahead.update({s: b.result() for s, b in ahead.items() if isinstance(b, Future)})
                 save_grpo_checkpoint(cfg, trainer, done, ahead)
-        plot_panels(log.history, CURVE_PANELS, run_dir / "grpo_curves.png", title=f"GRPO {run_dir.name}")
     after = evaluate_heldout(cfg, side.eval_engine, tokenizer, side.rows, run_dir / "heldout_after.jsonl") if stop == cfg.max_steps else None
     if after:
         summary.update({f"{k}_after": v for k, v in after.items()})
         print(f"[grpo] held-out after: {format_heldout(after)}", flush=True)
-        if before:
-            plot_before_after(heldout_table(summary), run_dir / "heldout_before_after.png",
-                              title="held-out accuracy (RM score for chat) before / after GRPO")
     summary.update({"steps": stop, "weight_version": version, "checkpoint": str(latest_checkpoint(run_dir)),
                     "parameter_checksum": trainer.parameter_checksum()})
     t_end = time.perf_counter()
-    trainer.shutdown()
-    side.shutdown(keep=[rollout] if rollout is not None else None)
-    summary["shutdown_s"] = round(time.perf_counter() - t_end, 2)
+    # the end: the engines and trainers stop (mostly waiting on their processes) while the plots are drawn here
+    with ThreadPoolExecutor(1, thread_name_prefix="mixrl-shutdown") as pool:
+        stopped = pool.submit(lambda: (trainer.shutdown(), side.shutdown(keep=[rollout] if rollout is not None else None)))
+        plot_panels(log.history, CURVE_PANELS, run_dir / "grpo_curves.png", title=f"GRPO {run_dir.name}")
+        if before and after:
+            plot_before_after(heldout_table(summary), run_dir / "heldout_before_after.png",
+                              title="held-out accuracy (RM score for chat) before / after GRPO")
+        stopped.result()
+    if owns_ray:
+        import ray
+
+        ray.shutdown()
+    summary["shutdown_s"] = round(time.perf_counter() - t_end, 2)  # plots, engines, trainers and a Ray started here
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
