@@ -236,8 +236,9 @@ class TrainerActor:
         self.store = listen(host, self.world_size)
         return host, self.store.port
 
-    def setup(self, host: str, port: int) -> None:
-        """Join the trainer's process group (gloo on CPU, NCCL on GPU) and load the models, sharded when N > 1."""
+    def setup(self, endpoint: tuple[str, int]) -> None:
+        """Join the trainer's process group (gloo on CPU, NCCL on GPU) at rank 0's `endpoint` (host, port) and load
+        the models, sharded when N > 1."""
         import datetime
 
         import torch.distributed as dist
@@ -250,6 +251,7 @@ class TrainerActor:
             backend = collective_backend(resolve_device(trainer_cfg.device))
             store = self.store if self.rank == 0 else None
             if store is None:  # ranks > 0 join rank 0's store
+                host, port = endpoint
                 store = dist.TCPStore(host, port, self.world_size, is_master=False, timeout=datetime.timedelta(seconds=300))
             store.set_timeout(datetime.timedelta(minutes=30))  # torch's default for the group's collectives
             dist.init_process_group(backend, store=store, rank=self.rank, world_size=self.world_size)

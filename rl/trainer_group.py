@@ -141,10 +141,18 @@ class TrainerGroup:
             ).remote(cfg.model_path, cfg.trainer, cfg.algo, cfg.max_steps, cfg.seed, p.trainer_cpu_bind, rank, self.world_size, keep)
             for rank, b in enumerate(bundles)
         ]
-        host, port = ray.get(self.actors[0].endpoint.remote())  # rank 0's node hosts the process group's store
-        # models load while the caller goes on (engines start meanwhile); the first call that needs them waits
-        self._loading = [a.setup.remote(host, port) for a in self.actors]
-        self.rendezvous = (host, port)
+        # rank 0's node hosts the process group's store. Nothing here waits for the actors: Ray hands every rank's
+        # setup the resolved endpoint, and the models load while the caller goes on (the engines' actors start
+        # meanwhile, their processes spawning beside these); the first call that needs the models waits
+        self._endpoint = self.actors[0].endpoint.remote()
+        self._loading = [a.setup.remote(self._endpoint) for a in self.actors]
+
+    @property
+    def rendezvous(self) -> tuple[str, int]:
+        """Rank 0's (host, port), where the trainer's process group meets (waits for rank 0's actor to start)."""
+        import ray
+
+        return ray.get(self._endpoint)
 
     def ready(self) -> "TrainerGroup":
         """Wait until every rank has joined the group and loaded its models (once; later calls return at once)."""
