@@ -107,6 +107,9 @@ class QuickstartRMConfig:
     hard_negatives: bool = True
     steps: int = 200
     min_accuracy: float = 0.6  # deploy gate on held-out pairwise accuracy (the report deploys after validation)
+    # each chat response scored in a forward of its own (`serve-rm --batch-invariant`), so the same seed trains the
+    # same policy: batched scores differ at rounding level with the batch the service happened to form
+    batch_invariant: bool = True
 
 
 @dataclass

@@ -118,7 +118,8 @@ def start_reward_model_service(cfg: QuickstartConfig) -> tuple[dict, list[dict]]
         raise RuntimeError(f"reward model failed validation (held-out accuracy {report.pairwise_accuracy:.3f} < "
                            f"{rm.min_accuracy}); not deployed")
     registry = f"local:{root / 'registry'}"
-    instances = deploy.start_local(model_dir, name=rm.name, registry=registry, instances=rm.instances)
+    instances = deploy.start_local(model_dir, name=rm.name, registry=registry, instances=rm.instances,
+                                   extra_args=["--batch-invariant"] if rm.batch_invariant else [])
     client = RewardModelServiceClient.from_registry(registry)
     try:
         requests = [RewardModelRequest(rm.name, p.prompt, r) for p in heldout for r in (p.chosen, p.rejected)]

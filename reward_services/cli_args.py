@@ -27,6 +27,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch-tokens", type=int, default=8192)
     p.add_argument("--max-queue-items", type=int, default=1024)
     p.add_argument("--batch-wait-ms", type=float, default=5.0)
+    p.add_argument("--batch-invariant", action="store_true",
+                   help="score every item in a forward of its own: rewards independent of batching, so training on "
+                        "them repeats exactly (batched, they differ at rounding level with the batch; slower)")
     p.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024)
     p.add_argument("--max-length", type=int, default=None, help="tokens per sample (default: the model's)")
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port (0: any free); "

@@ -77,6 +77,11 @@ class ServerConfig:
     drain_timeout_s: float = 30.0
     tls_certfile: str | None = None  # PEM certificate (chain) and its key: serve TLS instead of plaintext
     tls_keyfile: str | None = None
+    # every item in a forward of its own: an item's reward then does not depend on which items share its batch.
+    # Batched, it does at rounding level (the quickstart's classifier: up to 7e-7 between batch compositions),
+    # and batches form by timing, so a GRPO run that trains on these rewards could not repeat itself exactly.
+    # vLLM's VLLM_BATCH_INVARIANT and SGLang's deterministic inference make the same trade for the same reason.
+    batch_invariant: bool = False
 
 
 @dataclass
@@ -168,7 +173,9 @@ class Batcher:
                 if live:
                     self.metrics.observe_batch(len(live))
                     try:
-                        results = self.scorer.score([w.item for w in live], [w.encoded for w in live])
+                        results = ([r for w in live for r in self.scorer.score([w.item], [w.encoded])]
+                                   if self.cfg.batch_invariant else
+                                   self.scorer.score([w.item for w in live], [w.encoded for w in live]))
                     except Exception as e:  # noqa: BLE001 - a model failure fails these items, not the server
                         results = [ItemResult(w.item.id, None, ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
                                    for w in live]
@@ -428,7 +435,7 @@ def run_server(args: argparse.Namespace, scorer=None) -> int:
                        max_batch_items=args.max_batch_items, max_batch_tokens=args.max_batch_tokens,
                        max_queue_items=args.max_queue_items, batch_wait_s=args.batch_wait_ms / 1000,
                        max_message_bytes=args.max_message_bytes, metrics_port=args.metrics_port,
-                       tls_certfile=args.tls_certfile, tls_keyfile=args.tls_keyfile)
+                       tls_certfile=args.tls_certfile, tls_keyfile=args.tls_keyfile, batch_invariant=args.batch_invariant)
     if cfg.host not in LOOPBACK_HOSTS and not cfg.token:  # fail before loading the model
         print(f"mixrl serve-rm: refusing to bind {cfg.host} without --token", file=sys.stderr)
         return 2

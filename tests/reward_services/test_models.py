@@ -186,3 +186,30 @@ def test_batches_respect_item_and_token_caps(rm_dir):
         assert max(n for n, _ in seen) > 1  # it did batch
     finally:
         server.drain(timeout_s=5)
+
+
+def _scores_through_server(rm_dir, batch_invariant: bool, groups: list[list[int]]) -> dict[str, float]:
+    """Each group of item indices sent as one request to a fresh server (batched as the group); id -> reward."""
+    scorer = load_scorer(rm_dir)
+    server = RewardServer(scorer, ServerConfig(port=0, max_batch_items=32, batch_wait_s=0.05,
+                                               batch_invariant=batch_invariant)).start()
+    rewards = {}
+    try:
+        with grpc.insecure_channel(server.address) as ch:
+            for group in groups:
+                resp = pbg.RewardServiceStub(ch).Score(pb.ScoreRequest(samples=[
+                    pb.Sample(id=str(k), prompt=f"question {k}", response="a fine answer " * (1 + k % 7) + f"{k}")
+                    for k in group]), timeout=60)
+                rewards.update({r.id: r.reward for r in resp.results if r.error == pb.OK})
+    finally:
+        server.drain(timeout_s=5)
+    return rewards
+
+
+def test_batch_invariant_scores_do_not_depend_on_the_batch(rm_dir):
+    """A reward is a function of its item alone, whichever items the server batched it with: exactly equal, bit for
+    bit, scored among 24 items of other lengths and scored alone (batched scores differ at rounding level)."""
+    together = _scores_through_server(rm_dir, True, [list(range(24))])
+    alone = _scores_through_server(rm_dir, True, [[k] for k in range(24)])
+    assert len(together) == len(alone) == 24
+    assert together == alone
