@@ -102,7 +102,8 @@ def test_judges_with_a_real_model_score_exactly_what_it_wrote(judge_dir):  # noq
 def test_rule_kinds_need_the_mixrl_cli(capsys):
     args = SimpleNamespace(kind="critique", model_dir=None, threads=None, model_name="c", host="127.0.0.1", port=0,
                            token=None, max_batch_items=8, max_batch_tokens=1000, max_queue_items=10, batch_wait_ms=1,
-                           max_message_bytes=1 << 20, metrics_port=None, tls_certfile=None, tls_keyfile=None)
+                           max_message_bytes=1 << 20, metrics_port=None, tls_certfile=None, tls_keyfile=None,
+                           batch_invariant=False)
     assert run_server(args) == 2
     assert "mixrl serve-rm --kind critique" in capsys.readouterr().err
     with pytest.raises(ValueError, match="rule-based"):
