@@ -74,8 +74,10 @@ def bf16_speedup(threads: int | None = None) -> float:
         torch.set_num_threads(old)
 
 
-def resolve_dtype(name: str, device: torch.device | str = "cpu") -> str:
+def resolve_dtype(name: str, device: torch.device | str = "cpu", *, probe_threads: int | None = None) -> str:
     """`auto` -> "bfloat16" or "float32" for `device` (see the module docstring); explicit names pass through.
+    `probe_threads`: the CPU probe's threads (default torch's current count; 1 in a process that must not start an
+    OpenMP thread pool, `core.engine.fork_engine_core`).
 
     >>> resolve_dtype("float32", "cpu")
     'float32'
@@ -90,7 +92,7 @@ def resolve_dtype(name: str, device: torch.device | str = "cpu") -> str:
     forced = os.environ.get("MIXRL_CPU_DTYPE", "")  # a fleet-wide override without editing recipes
     if forced in TORCH_DTYPES:
         return forced
-    return "bfloat16" if bf16_speedup() >= BF16_MIN_SPEEDUP else "float32"
+    return "bfloat16" if bf16_speedup(probe_threads) >= BF16_MIN_SPEEDUP else "float32"
 
 
 def available_cores() -> int:

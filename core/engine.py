@@ -25,6 +25,16 @@ The weight-transfer methods forward to vLLM's API (`init_weight_transfer_engine`
 name vLLM imports in its worker process (RL passes `rl.weight_sync.WORKER_EXTENSION`, which registers our gloo
 engine); this module imports no stage: it imports that name's module by string, in this process too.
 
+Forked engine core (`fork_core=True`, what a rollout actor asks for): vLLM-CPU always spawns its engine-core
+process (its CPU platform sets VLLM_WORKER_MULTIPROC_METHOD=spawn, and so does vLLM inside any Ray actor), and the
+spawned process imports vLLM, torch and transformers all over again: 17-19 s of an engine's start on a 2-core
+host, against 8-9 s when the engine core is forked from the process that has imported them (`fork_engine_core`).
+Fork is safe here because this process has run no multi-threaded torch op (a GNU OpenMP thread pool does not
+survive a fork: the child hangs at its first parallel region) and touches no GPU; that is why the flag is the
+caller's to give, and why the precision probe (`auto`) then runs on one thread. The child gets the model's
+threads from this process (`torch.set_num_threads` just before the fork), since OMP_NUM_THREADS is read once, at
+load. Single-process CPU engines only (no `cpu_bind`: OMP_PLACES is also read only at load).
+
     engine = RolloutEngine("runs/quickstart/sft/final"); await engine.start()
     groups = await engine.generate([[1, 2, 3]], samples_per_prompt=4, max_response_tokens=64)
 """
@@ -32,6 +42,7 @@ engine); this module imports no stage: it imports that name's module by string, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import uuid
@@ -132,6 +143,34 @@ def kv_cache_bytes(model_path: str, dtype: str, max_model_len: int, max_num_seqs
     return max(32 << 20, int(per_token * max_model_len * max_num_seqs * margin))
 
 
+@contextlib.contextmanager
+def fork_engine_core(threads: int):
+    """Within this block, vLLM forks its engine-core process instead of spawning it, with `threads` torch threads
+    (see the module docstring for when that is safe). vLLM forces spawn on CPU and in Ray actors by rewriting its
+    own setting, so the fork context is handed to the one call that starts the engine core
+    (`vllm.v1.engine.utils.get_mp_context`); a vLLM without that function spawns as before. Yields whether it forks."""
+    import multiprocessing
+
+    import torch
+
+    try:
+        from vllm.v1.engine import utils as engine_utils
+    except ImportError:
+        engine_utils = None
+    spawn_context = getattr(engine_utils, "get_mp_context", None)
+    if spawn_context is None:
+        yield False
+        return
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)  # the child's OpenMP thread count is this process's at the fork
+    engine_utils.get_mp_context = lambda: multiprocessing.get_context("fork")
+    try:
+        yield True
+    finally:
+        engine_utils.get_mp_context = spawn_context
+        torch.set_num_threads(old_threads)
+
+
 ENGINE_WATCH_S = 1.0  # how often a generation checks that the engine's processes are alive
 
 
@@ -153,7 +192,8 @@ class RolloutEngine:
                  kv_cache_gib: float = 0.0, weight_transfer_backend: str = "", worker_extension_cls: str = "",
                  cpu_bind: str = "", tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
                  enforce_eager: bool | None = None, enable_chunked_prefill: bool | None = None, max_num_seqs: int = 0,
-                 partial_rollouts: bool = False, cpu_threads: int = 0, cpu_executor: str = "uni"):
+                 partial_rollouts: bool = False, cpu_threads: int = 0, cpu_executor: str = "uni",
+                 fork_core: bool = False):
         self.model_path = model_path
         self.partial_rollouts = partial_rollouts  # weight updates land mid-request; tokens carry their versions
         # partial rollouts: request id -> (sample index, its tokens so far, the version after) at each update it saw
@@ -174,6 +214,10 @@ class RolloutEngine:
         self.cpu_bind = cpu_bind
         self.cpu_threads = cpu_threads  # vLLM-CPU, uni executor: the model's threads; 0 = the bound cores, else all
         self.cpu_executor = cpu_executor  # vLLM-CPU: "uni" (the model in the engine-core process) or "mp" (vLLM's)
+        # fork vLLM's engine-core process from this one (module docstring): only a process that has run no
+        # multi-threaded torch op may ask; single-process CPU engines without cpu_bind only, else it spawns
+        self.fork_core = fork_core
+        self.core_forked = False  # whether the running engine's core was forked
         self.engine = None
         self.weight_version = 0
 
@@ -185,6 +229,7 @@ class RolloutEngine:
 
         on_gpu = torch.cuda.is_available()
         single_process = not on_gpu and self.cpu_executor == "uni" and self.tensor_parallel_size == 1
+        fork = self.fork_core and single_process and not self.cpu_bind
         if single_process:  # read by vLLM's CPU platform here and by the engine core it starts (module docstring)
             os.environ.update(cpu_engine_env(self.cpu_threads, self.cpu_bind))
         elif self.cpu_bind:  # vLLM-CPU's OpenMP threads on exactly these cores (the placement split of a recipe)
@@ -198,7 +243,8 @@ class RolloutEngine:
 
         from core.device import resolve_dtype
 
-        self.dtype = resolve_dtype(self.dtype, "cuda" if on_gpu else "cpu")
+        # a forking process must not start an OpenMP pool: the bf16 probe then measures one thread
+        self.dtype = resolve_dtype(self.dtype, "cuda" if on_gpu else "cpu", probe_threads=1 if fork else None)
         eager = (not on_gpu) if self.enforce_eager is None else self.enforce_eager
         memory: dict = {"gpu_memory_utilization": self.gpu_memory_utilization} if on_gpu else {
             "kv_cache_memory_bytes": int(self.kv_cache_gib * 2**30) if self.kv_cache_gib > 0 else
@@ -226,7 +272,9 @@ class RolloutEngine:
             **({"worker_extension_cls": self.worker_extension_cls} if self.worker_extension_cls else {}),
         )
         before = _child_pids()
-        self.engine = AsyncLLM.from_engine_args(args)
+        with (fork_engine_core(int(os.environ["OMP_NUM_THREADS"])) if fork else contextlib.nullcontext(False)) as forked:
+            self.engine = AsyncLLM.from_engine_args(args)
+        self.core_forked = forked
         self.core_pids = _child_pids() - before  # vLLM's engine-core (and worker) processes, watched by `generate`
 
     async def generate(self, prompt_ids: list[list[int]], settings: SamplingSettings) -> list[list[RolloutSample]]:

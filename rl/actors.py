@@ -101,7 +101,9 @@ class RolloutActor:
                                     cpu_bind=r.cpu_bind, tensor_parallel_size=r.tensor_parallel_size,
                                     gpu_memory_utilization=r.gpu_memory_utilization, enforce_eager=r.enforce_eager,
                                     enable_chunked_prefill=r.enable_chunked_prefill, partial_rollouts=r.partial_rollouts,
-                                    cpu_threads=r.cpu_threads, cpu_executor=r.cpu_executor)
+                                    cpu_threads=r.cpu_threads, cpu_executor=r.cpu_executor,
+                                    # a fresh actor process: no OpenMP pool yet (core.engine.fork_engine_core)
+                                    fork_core=r.fork_engine_core)
         self.router = None
         self.reward_key = None
         self.model_path = model_path

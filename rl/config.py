@@ -56,6 +56,10 @@ class RolloutConfig(SamplingConfig):
     # vLLM-CPU, "uni": the model's threads per engine; 0 = auto (`rl.placement.rollout_threads`): the node's cores
     # when synchronous (the trainer waits while the engines generate), the rollout side's share when asynchronous
     cpu_threads: int = 0
+    # vLLM-CPU, "uni" without cpu_bind: fork the engine-core process from the rollout actor (which has imported
+    # vLLM already) instead of spawning it to import everything again: 8-9 s against 17-19 s of an engine's start
+    # on a 2-core host (`core.engine` module docstring); false keeps vLLM's spawn
+    fork_engine_core: bool = True
     # In-flight weight updates (needs max_staleness >= 1): a sync freezes the requests in flight (vLLM's
     # pause_generation "keep"), loads the new weights and lets them go on, instead of waiting for the batch to
     # finish; the next batch starts as soon as the staleness bound allows. Each token carries the version that
