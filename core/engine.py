@@ -143,6 +143,30 @@ def kv_cache_bytes(model_path: str, dtype: str, max_model_len: int, max_num_seqs
     return max(32 << 20, int(per_token * max_model_len * max_num_seqs * margin))
 
 
+ENGINE_CORE_TITLE = "VLLM::EngineCore"  # what vLLM's own engine-core process is called in `ps` and /proc/PID/comm
+_fork_title: str | None = None  # set while `fork_engine_core` forks: the title its child takes
+_fork_hook_registered = False
+
+
+def _title_forked_child() -> None:
+    """Runs in every child forked from this process (`os.register_at_fork`); acts only inside `fork_engine_core`.
+    vLLM retitles its engine core with the `setproctitle` package, which finds no command line it can rewrite in
+    a process forked from a Ray worker (Ray rewrote it), so a forked core would keep the actor's title: here it
+    takes vLLM's, its command line through Ray's own routine and its kernel name through prctl(PR_SET_NAME)."""
+    if _fork_title is None:
+        return
+    import ctypes
+    import sys
+
+    try:
+        ctypes.CDLL(None).prctl(15, _fork_title.encode(), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    raylet = sys.modules.get("ray._raylet")
+    if raylet is not None and hasattr(raylet, "setproctitle"):
+        raylet.setproctitle(_fork_title)
+
+
 @contextlib.contextmanager
 def fork_engine_core(threads: int):
     """Within this block, vLLM forks its engine-core process instead of spawning it, with `threads` torch threads
@@ -161,12 +185,18 @@ def fork_engine_core(threads: int):
     if spawn_context is None:
         yield False
         return
+    global _fork_title, _fork_hook_registered
+    if not _fork_hook_registered:
+        os.register_at_fork(after_in_child=_title_forked_child)
+        _fork_hook_registered = True
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)  # the child's OpenMP thread count is this process's at the fork
     engine_utils.get_mp_context = lambda: multiprocessing.get_context("fork")
+    _fork_title = ENGINE_CORE_TITLE
     try:
         yield True
     finally:
+        _fork_title = None
         engine_utils.get_mp_context = spawn_context
         torch.set_num_threads(old_threads)
 

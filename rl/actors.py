@@ -177,13 +177,21 @@ class RolloutActor:
         """The actor's process id (diagnostics: tests check that a crashed engine was replaced)."""
         return os.getpid()
 
+    async def diagnostic_engine_threads(self) -> list[int]:
+        """The model's intra-op threads in each of vLLM's worker processes (tests check the placement's count)."""
+        return await self.engine.engine.collective_rpc("torch_threads")
+
     async def diagnostic_kill_engine_core(self) -> int:
         """SIGKILL vLLM's engine-core process under this actor (fault-injection tests); returns its pid."""
         import signal
 
         import psutil
 
-        cores = [c for c in psutil.Process().children(recursive=True) if "EngineCore" in " ".join([c.name()] + c.cmdline())]
+        # the processes vLLM started under this engine (`RolloutEngine.core_pids`; a forked engine core keeps the
+        # actor's process title), the engine core first when its title names it
+        cores = sorted((psutil.Process(pid) for pid in self.engine.core_pids if psutil.pid_exists(pid)),
+                       key=lambda c: "EngineCore" not in " ".join([c.name()] + c.cmdline()))
+        cores = [c for c in cores if "resource_tracker" not in " ".join(c.cmdline())]
         if not cores:
             raise RuntimeError("no vLLM engine-core process under this actor")
         os.kill(cores[0].pid, signal.SIGKILL)

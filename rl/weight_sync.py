@@ -219,7 +219,11 @@ def register_gloo_backend() -> None:
 class WeightVersionExtension:
     """vLLM `worker_extension_cls`: naming it (`core.engine.RolloutEngine(worker_extension_cls=WORKER_EXTENSION)`)
     makes vLLM import this module in the worker process, registering the gloo backend before the worker creates
-    its transfer engine. It adds no methods."""
+    its transfer engine. Its one method is a diagnostic (`collective_rpc("torch_threads")`)."""
+
+    def torch_threads(self) -> int:
+        """The model's intra-op threads in this worker process (what `rl.placement.rollout_threads` asked for)."""
+        return torch.get_num_threads()
 
 
 WORKER_EXTENSION = f"{__name__}.{WeightVersionExtension.__qualname__}"

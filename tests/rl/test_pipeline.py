@@ -107,6 +107,26 @@ def test_rewards_are_computed_on_the_rollout_side_per_sample_with_group_length_t
     trainer.shutdown()
 
 
+def _engine_core_processes(actor) -> dict:
+    import os
+
+    import psutil
+
+    cores = [psutil.Process(pid) for pid in actor.engine.core_pids if psutil.pid_exists(pid)]
+    return {"forked": actor.engine.core_forked, "actor": os.getpid(),
+            "cores": [(p.ppid(), p.cmdline()) for p in cores]}
+
+
+def test_a_rollout_actor_forks_its_engine_core(ray_local, shared_rollout):
+    """`rollout.fork_engine_core` (default): vLLM's engine core is forked from the rollout actor, which has imported
+    vLLM already, instead of a spawned interpreter that imports it all again (`core.engine.fork_engine_core`)."""
+    info = ray_local.get(shared_rollout.__ray_call__.remote(_engine_core_processes))
+    assert info["forked"] and info["cores"]
+    for parent, command in info["cores"]:
+        # titled as vLLM titles its engine core (`ps`, /proc/PID/comm), not `python -c "from multiprocessing.spawn ..."`
+        assert parent == info["actor"] and command[0] == "VLLM::EngineCore" and "multiprocessing" not in " ".join(command)
+
+
 @pytest.mark.vllm
 @pytest.mark.parametrize("kill", ["actor", "engine_core"])
 def test_a_crashed_engine_is_restarted_and_the_step_loses_and_duplicates_nothing(ray_local, shared_rollout, tiny_grpo_checkpoint, tmp_path, kill):

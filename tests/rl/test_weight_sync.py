@@ -126,8 +126,8 @@ def test_engine_matches_trainer_after_sync(ray_local, shared_rollout, tiny_grpo_
     names = {pid: open(f"/proc/{pid}/comm").read().strip() for pid in core_pids}  # (and multiprocessing's resource tracker)
     vllm_processes = [pid for pid, name in names.items() if name.startswith("VLLM::")]
     assert [names[pid] for pid in vllm_processes] == ["VLLM::EngineCore"[:15]], names  # (comm keeps 15 characters)
-    core_env = dict(v.split("=", 1) for v in open(f"/proc/{vllm_processes[0]}/environ").read().split("\0") if "=" in v)
-    assert core_env.get("OMP_NUM_THREADS") == str(rollout_threads(cfg, available_cores())), core_env.get("OMP_NUM_THREADS")
+    threads = ray.get(shared_rollout.diagnostic_engine_threads.remote())
+    assert threads == [rollout_threads(cfg, available_cores())], threads
     trainer.connect(0, shared_rollout)
     version, _, _ = trainer.sync(0, shared_rollout, 0)  # the shared engine may hold another test's weights
     assert version == 0

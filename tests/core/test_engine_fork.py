@@ -1,0 +1,85 @@
+"""A forked engine core (`core.engine.fork_engine_core`, what rollout actors use): vLLM's engine-core process is
+forked from the process that started the engine, runs the model on the engine's threads (not the parent's count),
+and samples exactly what vLLM's own spawned engine core samples for the same seeds.
+
+One fresh Python process runs both engines (fork first, then spawn): a fork is only safe in a process that has run
+no multi-threaded torch op, which a pytest process that trained models before cannot promise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / "mixrl" / "assets" / "base_tiny"
+# not torch's default (every core; torch caps OMP_NUM_THREADS at the core count): a forked child that kept its
+# parent's thread count would show it
+THREADS = 1
+
+SCRIPT = r"""
+import asyncio, json, sys
+
+import psutil
+
+from core.engine import RolloutEngine, SamplingSettings
+
+
+def torch_threads(worker=None):
+    import torch
+
+    return torch.get_num_threads()
+
+
+async def run(model, fork):
+    engine = RolloutEngine(model, dtype="float32", max_model_len=128, max_num_seqs=8, cpu_threads=%d, fork_core=fork)
+    await engine.start()
+    try:
+        groups = await engine.generate([[5, 6, 7], [8, 9]], SamplingSettings(samples_per_prompt=3, max_response_tokens=12, seed=7))
+        commands = [" ".join(psutil.Process(pid).cmdline()) for pid in engine.core_pids if psutil.pid_exists(pid)]
+        return {"forked": engine.core_forked, "threads": await engine.engine.collective_rpc(torch_threads),
+                "spawned": any("multiprocessing" in c for c in commands), "cores": len(engine.core_pids),
+                "tokens": [[s.response_ids for s in g] for g in groups],
+                "logprobs": [[s.response_logprobs for s in g] for g in groups]}
+    finally:
+        engine.shutdown()
+
+
+print("RESULT " + json.dumps([asyncio.run(run(sys.argv[1], True)), asyncio.run(run(sys.argv[1], False))]))
+""" % THREADS
+
+
+@pytest.fixture(scope="module")
+def fork_then_spawn() -> tuple[dict, dict]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VLLM_ALLOW_INSECURE_SERIALIZATION": "1"}  # a function to collective_rpc
+    env.pop("OMP_NUM_THREADS", None)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(MODEL)], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=ROOT)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-4000:]
+    forked, spawned = json.loads(lines[-1].removeprefix("RESULT "))
+    return forked, spawned
+
+
+def test_the_engine_core_is_forked_only_when_asked(fork_then_spawn):
+    forked, spawned = fork_then_spawn
+    assert forked["forked"] and not forked["spawned"] and forked["cores"] >= 1
+    assert not spawned["forked"] and spawned["spawned"]  # vLLM's own start: `python -c from multiprocessing.spawn ...`
+
+
+def test_a_forked_engine_core_runs_on_the_engines_threads(fork_then_spawn):
+    forked, spawned = fork_then_spawn
+    assert forked["threads"] == [THREADS] == spawned["threads"]
+
+
+def test_a_forked_engine_core_samples_what_a_spawned_one_does(fork_then_spawn):
+    forked, spawned = fork_then_spawn
+    assert forked["tokens"] == spawned["tokens"] and all(s for g in forked["tokens"] for s in g)
+    for g_fork, g_spawn in zip(forked["logprobs"], spawned["logprobs"]):
+        for a, b in zip(g_fork, g_spawn):
+            assert a == pytest.approx(b, abs=1e-5)
