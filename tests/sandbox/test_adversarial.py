@@ -207,8 +207,11 @@ def test_home_directory_and_repository_are_not_visible(sb):
                 "                except OSError:\n                    pass\n"
                 "try:\n    open('/work/main/pyproject.toml').read()\n    found = found or 'repo'\nexcept OSError:\n"
                 "    pass\nprint(found)\n")
-        assert stdio_reward(sb, code, expected=value) == 0.0
-        assert sb.run_code(code).stdout == "\n"
+        # the walk's time is not under test here: a loaded host must not turn it into a timeout (one full-suite run
+        # got an empty stdout from the 1.5 s HOSTILE limits; it passed alone)
+        assert stdio_reward(sb, code, expected=value, wall=10.0) == 0.0
+        seen = sb.run_code(code, limits=replace(HOSTILE, wall_time_s=10.0, cpu_time_s=10))
+        assert (seen.status, seen.stdout) == (OK, "\n"), (seen.status, seen.limits_hit, seen.stderr[-500:])
     finally:
         home_secret.unlink()
 
