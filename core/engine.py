@@ -159,10 +159,9 @@ def _title_forked_child() -> None:
     import ctypes
     import sys
 
-    try:
+    # PR_SET_NAME (15); a libc without prctl (not Linux) leaves the kernel name as it is, which is only cosmetic
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(15, _fork_title.encode(), 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
     raylet = sys.modules.get("ray._raylet")
     if raylet is not None and hasattr(raylet, "setproctitle"):
         raylet.setproctitle(_fork_title)
