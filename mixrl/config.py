@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from core.sections import Dtype, OptimConfig, SyntheticDataConfig
-from rl.config import GRPOConfig, GRPOEvalConfig, GRPOSource, GRPOTrainerConfig, RolloutConfig
+from rl.config import AlgoConfig, GRPOConfig, GRPOEvalConfig, GRPOSource, GRPOTrainerConfig, RolloutConfig
 from sft.config import PackedTrainConfig, PretrainConfig, SFTConfig
 
 
@@ -72,6 +72,13 @@ def quickstart_grpo_default() -> GRPOConfig:
     time, IFEval still rose 9-12 points on two prompts a step, code 2-6, and chat's ROUGE-L against the references
     held in 3 of 4 runs, where with three chat prompts a step every seed hacked the reward model (README's table).
 
+    100 steps, each batch in two PPO mini-batches (`algo.mini_batches_per_update: 2`, one optimizer step each). The
+    mini-batches split the batch in its order, which is by source: math's 64 sequences make the first, code, IFEval
+    and chat the second, so each half gets an Adam step of its own. Seed 0 on a 2-core Xeon with AMX (bf16), mean@8
+    points: 60 steps, one mini-batch (before) +3.1 / +9.0 / +8.6 (math / code / IFEval); 100 steps, one mini-batch +10.9 / +10.2 / +7.4;
+    100 steps, two mini-batches +13.3 / +8.6 / +11.7; four mini-batches (math in two) +4.3 / +11.7 / +14.8, with
+    math's greedy accuracy falling, entropy rising to 0.74 and KL to 0.14.
+
     Paths are rewritten under the quickstart's run_root by `mixrl.quickstart.chain_paths`.
     """
     data = "runs/quickstart/data"
@@ -84,9 +91,10 @@ def quickstart_grpo_default() -> GRPOConfig:
             GRPOSource(name="chat", path=f"{data}/chat/train.parquet", proportion=0.125, difficulties=[1]),
         ],
         prompts_per_step=16,
-        max_steps=60,
+        max_steps=100,
         max_staleness=1,
         rollout=RolloutConfig(samples_per_prompt=8, max_response_tokens=192, temperature=1.0),
+        algo=AlgoConfig(mini_batches_per_update=2),
         trainer=GRPOTrainerConfig(optim=OptimConfig(lr_peak=5e-5, lr_min_ratio=1.0, lr_warmup_steps=2, weight_decay=0.0)),
         eval=GRPOEvalConfig(prompts=32, per_source=True, max_response_tokens=192, samples=8),
         checkpoint_every_steps=0,
