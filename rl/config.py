@@ -121,7 +121,9 @@ class AlgoConfig:
     dynamic_sampling: bool = False
     dynamic_sampling_max_rounds: int = 2
     # PPO mini-batches: each update (trainer.updates_per_step) splits the batch into this many optimizer steps
-    # (`rl.algo_extras.minibatch_slices`); 1 = one step over the whole batch, as today.
+    # (`rl.algo_extras.minibatch_slices`); 1 = one step over the whole batch, as today. The split follows the batch's
+    # order, which is by source (`rl.prompts.step_prompts`), and is the same over any number of trainer ranks
+    # (`rl.trainer.shard_batch` gives each rank its part of every mini-batch).
     mini_batches_per_update: int = 1
     # Leave out of the loss the closing tokens vLLM forced when rollout.thinking_token_budget ran out (the policy did
     # not choose them: `rl.algo_extras.forced_think_mask`); no effect without a thinking budget.

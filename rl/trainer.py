@@ -100,17 +100,30 @@ def build_batch(sequences: list[tuple[list[int], list[int], list[float]]], advan
     return TrainBatch(ids, attn, resp, lps, torch.tensor(advantages, dtype=torch.float32))
 
 
-def shard_batch(batch: TrainBatch, world_size: int) -> list[TrainBatch]:
+def shard_batch(batch: TrainBatch, world_size: int, mini_batches: int = 1) -> list[TrainBatch]:
     """The step's sequences split evenly over `world_size` ranks, in order; padded to a multiple of `world_size`
     with fully masked copies of the first row (no loss, no metrics), so every rank runs the same micro-batches.
+
+    With `mini_batches` > 1 (PPO mini-batches, `algo.mini_batches_per_update`) each of the whole batch's mini-batches
+    (`minibatch_slices`) is split over the ranks on its own, and a rank holds its parts in mini-batch order: the
+    rank's own `minibatch_slices` then cut it at the same places, so optimizer step i trains on mini-batch i of the
+    whole batch whatever the rank count (split per rank instead, step i would take rows from every mini-batch).
 
     >>> b = build_batch([([1], [2], [0.0])] * 3, [1.0, 2.0, 3.0], [True] * 3, pad_id=0)
     >>> [s.advantages.tolist() for s in shard_batch(b, 2)], [s.response_mask.sum().item() for s in shard_batch(b, 2)]
     ([[1.0, 2.0], [3.0, 0.0]], [2.0, 1.0])
+    >>> b = build_batch([([1], [2], [0.0])] * 4, [1.0, 2.0, 3.0, 4.0], [True] * 4, pad_id=0)
+    >>> [s.advantages.tolist() for s in shard_batch(b, 2, mini_batches=2)]
+    [[1.0, 3.0], [2.0, 4.0]]
     """
     if world_size == 1:
         return [batch]
     B = batch.input_ids.shape[0]
+    n = min(max(mini_batches, 1), B)
+    if n > 1:
+        parts = [shard_batch(batch.rows(sl), world_size) for sl in minibatch_slices(B, n)]
+        return [TrainBatch(*(torch.cat([getattr(part[r], f.name) for part in parts]) for f in dataclasses.fields(batch)))
+                for r in range(world_size)]
     pad = (-B) % world_size
     if pad:
         filler = batch.rows(slice(0, 1))
@@ -328,7 +341,8 @@ class PolicyTrainer:
         metrics: dict[str, float] = {}
         update = batch if before.keep is None else dataclasses.replace(batch, response_mask=before.keep)
         # at most one mini-batch per sequence (dynamic sampling can leave a step fewer sequences than mini-batches);
-        # every rank holds the same number of rows (`shard_batch`), so every rank makes the same optimizer steps
+        # every rank holds the same number of rows, its parts of the whole batch's mini-batches in order
+        # (`shard_batch`), so every rank makes the same optimizer steps on the same mini-batches
         n_mini = min(self.algo.mini_batches_per_update, batch.input_ids.shape[0])
         slices = minibatch_slices(batch.input_ids.shape[0], n_mini) if n_mini > 1 else [None]
         per_update: dict[str, float] = {}

@@ -168,7 +168,8 @@ class TrainerGroup:
     def launch_train_step(self, batch: TrainBatch) -> list:
         """Start one step on every rank (each gets its share of the sequences); returns the pending results."""
         self.ready()
-        return [a.train_step.remote(shard) for a, shard in zip(self.actors, shard_batch(batch, self.world_size))]
+        shards = shard_batch(batch, self.world_size, self.cfg.algo.mini_batches_per_update)
+        return [a.train_step.remote(shard) for a, shard in zip(self.actors, shards)]
 
     def wait(self, refs: list) -> dict[str, float]:
         """The step's metrics (every rank returns the same, reduced over the group)."""

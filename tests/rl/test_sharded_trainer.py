@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from rl.algo_extras import minibatch_slices
 from rl.trainer import build_batch, shard_batch
 
 
@@ -27,12 +28,28 @@ def test_shard_batch_pads_to_equal_shares_without_adding_tokens():
     assert shard_batch(batch, 1) == [batch]
 
 
-def _train(ckpt, tmp_path, workers: int, kl_coef: float, name: str) -> tuple[dict, dict]:
+@pytest.mark.parametrize("world_size,mini_batches", [(2, 2), (2, 3), (3, 2), (4, 3)])
+def test_each_rank_cuts_its_share_where_the_whole_batch_has_its_mini_batches(world_size, mini_batches):
+    """Optimizer step i of every rank trains on mini-batch i of the whole batch, nothing else: the rows of each
+    rank's i-th local mini-batch (`minibatch_slices` of its share, as the trainer cuts it) together are exactly
+    the whole batch's i-th mini-batch, padding rows aside."""
+    batch = _batch(0)  # the seven advantages are distinct and non-zero: they name the rows (padding rows have 0)
+    shards = shard_batch(batch, world_size, mini_batches)
+    assert len({s.input_ids.shape[0] for s in shards}) == 1
+    whole = [sorted(batch.advantages[sl].tolist()) for sl in minibatch_slices(7, mini_batches)]
+    per_rank = [[s.advantages[sl].tolist() for sl in minibatch_slices(s.input_ids.shape[0], mini_batches)] for s in shards]
+    got = [sorted(a for rank in per_rank for a in rank[i] if a != 0.0) for i in range(mini_batches)]
+    assert got == whole
+    assert sum(float(s.response_mask.sum()) for s in shards) == float(batch.response_mask.sum())
+
+
+def _train(ckpt, tmp_path, workers: int, kl_coef: float, name: str, mini_batches: int = 1) -> tuple[dict, dict]:
     from rl.trainer_group import TrainerGroup
     from tests.rl.conftest import grpo_test_config
 
     cfg = grpo_test_config(ckpt, tmp_path / name, placement={"trainer_workers": workers},
-                           algo={"kl_coef": kl_coef}, trainer={"micro_batch_sequences": 2})
+                           algo={"kl_coef": kl_coef, "mini_batches_per_update": mini_batches},
+                           trainer={"micro_batch_sequences": 2})
     trainer = TrainerGroup(cfg)
     try:
         from transformers import AutoTokenizer
@@ -45,11 +62,12 @@ def _train(ckpt, tmp_path, workers: int, kl_coef: float, name: str) -> tuple[dic
     return metrics[-1], load_file(str(tmp_path / name / "ckpt" / "policy" / "model.safetensors"))
 
 
-@pytest.mark.parametrize("kl_coef", [0.0, 0.1])
-def test_two_ranks_make_the_update_of_one(ray_local, tiny_grpo_checkpoint, tmp_path, kl_coef):
-    """Two steps on the same batch: the same weights (to 1e-5, float32 sums in another order) and metrics."""
-    one, w1 = _train(tiny_grpo_checkpoint, tmp_path, 1, kl_coef, "one")
-    two, w2 = _train(tiny_grpo_checkpoint, tmp_path, 2, kl_coef, "two")
+@pytest.mark.parametrize("kl_coef,mini_batches", [(0.0, 1), (0.1, 1), (0.1, 2)])
+def test_two_ranks_make_the_update_of_one(ray_local, tiny_grpo_checkpoint, tmp_path, kl_coef, mini_batches):
+    """Two steps on the same batch: the same weights (to 1e-5, float32 sums in another order) and metrics; with
+    two PPO mini-batches a step, the same two optimizer steps on the same halves of the batch."""
+    one, w1 = _train(tiny_grpo_checkpoint, tmp_path, 1, kl_coef, "one", mini_batches)
+    two, w2 = _train(tiny_grpo_checkpoint, tmp_path, 2, kl_coef, "two", mini_batches)
     assert set(w1) == set(w2)
     for name in w1:
         # the key bias shifts a query's logits almost uniformly, so softmax cancels most of its gradient and what
