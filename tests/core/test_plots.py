@@ -2,7 +2,7 @@
 
 import matplotlib.image
 
-from core.plots import plot_before_after, plot_panels
+from core.plots import plot_before_after, plot_panels, smoothed
 
 
 def test_panels_overlay_per_domain_lines_and_skip_empty_panels(tmp_path):
@@ -22,3 +22,14 @@ def test_before_after_bars_one_panel_per_domain_scores_on_their_own_scale(tmp_pa
     path = plot_before_after(results, tmp_path / "bars.png", title="held-out")
     height, width, _ = matplotlib.image.imread(path).shape
     assert width > 2.5 * height  # three panels side by side
+
+
+def test_long_series_get_a_trailing_mean_drawn_over_them(tmp_path):
+    """A per-step accuracy alternating 0 / 1 over 100 steps reads as 0.5 once smoothed (window 10); the faint raw
+    line stays under it, and a short series is drawn as it is."""
+    values = [float(i % 2) for i in range(100)]
+    trend = smoothed(values)
+    assert len(trend) == 100 and trend[0] == 0.0 and all(abs(v - 0.5) < 1e-9 for v in trend[10:])
+    assert smoothed(values[:20]) is None
+    series = {"accuracy/math": list(enumerate(values, 1)), "accuracy/code": [(s, 0.3) for s in range(1, 101)]}
+    assert plot_panels(series, {"accuracy": ["accuracy/*"]}, tmp_path / "long.png").exists()
