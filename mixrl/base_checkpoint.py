@@ -3,8 +3,9 @@
 `make base-checkpoint` runs the quickstart's from-scratch path (synthetic data -> `mixrl pretrain` -> `mixrl sft`
 with thinking-mode fusion) with fixed step counts and fp32 — no time box and no measured-precision choice, so every
 machine trains the same model — and packs its SFT checkpoint into `mixrl/assets/base_tiny/` with a manifest: the
-exact command, the resolved recipe, the data config the model saw, each stage's summary and the SHA-256 of every
-file. `mixrl quickstart` starts from it unless `from_scratch=true`, after `verify` has checked every hash.
+exact command, the resolved recipe, the data config the model saw, a fingerprint of the generators that wrote
+that data, each stage's summary and the SHA-256 of every file. `mixrl quickstart` starts from it unless
+`from_scratch=true`, after `verify` has checked every hash and that today's generators write the same data.
 
 Run: `python -m mixrl.base_checkpoint verify` (prints the manifest's figures) or
 `python -m mixrl.base_checkpoint pack RUN_ROOT` (after a from-scratch quickstart into RUN_ROOT).
@@ -70,7 +71,8 @@ def verify(folder: str | Path = SHIPPED_BASE) -> dict[str, Any]:
 
 def data_mismatch(manifest: dict[str, Any], data_cfg: Any) -> list[str]:
     """Keys of the synthetic-data config that differ from the data the checkpoint was trained on, as
-    "key: shipped X, requested Y" (held-out prompts are only guaranteed disjoint from training for the same data)."""
+    "key: shipped X, requested Y", then the generators whose rows changed since (held-out prompts are only
+    guaranteed disjoint from training for the same data)."""
     requested = dataclasses.asdict(data_cfg) if dataclasses.is_dataclass(data_cfg) else dict(data_cfg)
     shipped = manifest["data"]
     diffs = []
@@ -79,6 +81,15 @@ def data_mismatch(manifest: dict[str, Any], data_cfg: Any) -> list[str]:
             continue
         if shipped.get(key) != requested.get(key):
             diffs.append(f"{key}: shipped {shipped.get(key)!r}, requested {requested.get(key)!r}")
+    if "generators" in manifest and not diffs:
+        from mixrl.data.synthetic import generator_fingerprint
+
+        now = generator_fingerprint(requested["seed"])
+        shipped_generators = manifest["generators"]
+        changed = sorted(d for d in set(now) | set(shipped_generators) if now.get(d) != shipped_generators.get(d))
+        if changed:
+            diffs.append(f"generators: {', '.join(changed)} now write other rows than the checkpoint was trained on "
+                         f"(rebuild it with `make base-checkpoint`)")
     return diffs
 
 
@@ -95,6 +106,8 @@ def pack(run_root: str | Path, out: str | Path = SHIPPED_BASE, command: str = BU
             raise BaseCheckpointError(f"{run_root / 'config.yaml'}: {stage}.train has max_minutes={train.get('max_minutes')} "
                                       f"dtype={train.get('dtype')}; the shipped base must be trained by step count in a "
                                       f"fixed precision so every machine builds the same model")
+    from mixrl.data.synthetic import generator_fingerprint
+
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -111,6 +124,7 @@ def pack(run_root: str | Path, out: str | Path = SHIPPED_BASE, command: str = BU
         "command": command,
         "recipe": recipe,
         "data": recipe["pretrain"]["data"],
+        "generators": generator_fingerprint(recipe["pretrain"]["data"]["seed"]),
         "summaries": summaries,
         "sha256": hashes,
         "bytes": sum((out / name).stat().st_size for name in hashes),

@@ -42,8 +42,8 @@ class Sample:
 
     `extra` holds the domain's own extra_info fields; every sample of one domain must use the same keys
     (parquet stores extra_info as one struct type). `split_key` decides the train/test part; it defaults
-    to the prompt, and a domain can coarsen it (code uses the task statement without its example) so that
-    test holds unseen tasks rather than unseen wordings of seen ones.
+    to the prompt, and a domain can coarsen it (code uses a parameterised task's statement without its
+    example) so that test holds unseen tasks rather than unseen wordings of seen ones.
     """
 
     prompt: str

@@ -15,6 +15,7 @@ the trainer.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from dataclasses import asdict, replace
@@ -43,6 +44,21 @@ DOMAINS: dict[str, Generator] = {
     "stem": generate_stem,
     "summary": generate_summary,
 }
+
+
+def generator_fingerprint(seed: int, rows: int = 16) -> dict[str, str]:
+    """Each domain's generator, as the SHA-256 (16 hex digits) of its first `rows` train and test rows for `seed`:
+    recorded with a trained checkpoint, it tells whether today's generators still write the data that model saw
+    (a changed generator moves prompts between the splits, so held-out prompts could be ones it trained on).
+
+    >>> generator_fingerprint(0) == generator_fingerprint(0) and sorted(generator_fingerprint(0)) == sorted(DOMAINS)
+    True
+    """
+    return {
+        name: hashlib.sha256(json.dumps([generate(rows, split, seed) for split in ("train", "test")],
+                                        sort_keys=True).encode()).hexdigest()[:16]
+        for name, generate in DOMAINS.items()
+    }
 
 
 def write_parquet(rows: list[dict[str, Any]], path: Path) -> None:

@@ -49,6 +49,21 @@ def test_data_other_than_the_checkpoint_saw_is_named():
     assert any(d.startswith("seed: shipped") for d in data_mismatch(manifest, other))
 
 
+def test_a_changed_generator_is_named():
+    """Same data config, other generator code: the manifest's fingerprint of each generator catches it (a changed
+    split would put prompts the checkpoint trained on into the held-out sets)."""
+    from core.config import build
+    from mixrl.config import QuickstartConfig
+
+    manifest = verify()
+    data = build(QuickstartConfig, {}, source="test").pretrain.data
+    assert set(manifest["generators"]) >= {"math", "code", "ifeval", "chat"}
+    manifest["generators"]["code"] = "0" * 16
+    assert data_mismatch(manifest, data) == [
+        "generators: code now write other rows than the checkpoint was trained on (rebuild it with "
+        "`make base-checkpoint`)"]
+
+
 def test_quickstart_refuses_other_data_before_any_work(tmp_path):
     from core.config import build
     from mixrl.config import QuickstartConfig
