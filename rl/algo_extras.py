@@ -4,7 +4,8 @@
     keeps only groups whose rewards are not all equal, and samples more prompts until the batch is full).
   * `forced_think_mask`: the tokens vLLM forced to close a thinking span when `thinking_token_budget` ran out —
     the policy did not choose them, so they are left out of the loss.
-  * `minibatch_slices`: the split of one rollout batch into PPO mini-batches (one optimizer step each).
+  * `minibatch_slices`: the split of one rollout batch into PPO mini-batches (one optimizer step each);
+  * `run_slices` / `run_labels`: the split by source instead (`algo.minibatch_split: source`).
 
 Free functions on lists and tensors (STYLE.md §1); the trainer and the step wire them in.
 """
@@ -119,6 +120,30 @@ def forced_think_mask(response_ids: Sequence[int], close_ids: Sequence[int], *, 
             return mask  # the response ends at the budget position, or it does not follow the model
         mask[forced_at:forced_at + len(forced)] = True
         pos, forced_at = forced_at + len(close), None
+
+
+def run_slices(labels: Sequence) -> list[slice]:
+    """Contiguous slices of the runs of equal labels, in order: the PPO mini-batches of `algo.minibatch_split:
+    source`, one per run of one source in the batch (the batch is ordered by source, so one per source).
+
+    >>> run_slices(["math", "math", "code", "chat", "chat"])
+    [slice(0, 2, None), slice(2, 3, None), slice(3, 5, None)]
+    """
+    out, start = [], 0
+    for i in range(1, len(labels) + 1):
+        if i == len(labels) or labels[i] != labels[start]:
+            out.append(slice(start, i))
+            start = i
+    return out
+
+
+def run_labels(labels: Sequence) -> list[int]:
+    """Each row's run index (`run_slices`): the `TrainBatch.minibatch` labels of a batch split by source.
+
+    >>> run_labels(["math", "math", "code", "chat", "chat"])
+    [0, 0, 1, 2, 2]
+    """
+    return [i for i, sl in enumerate(run_slices(labels)) for _ in range(sl.start, sl.stop)]
 
 
 def minibatch_slices(batch_size: int, n_minibatches: int) -> list[slice]:

@@ -125,6 +125,10 @@ class AlgoConfig:
     # order, which is by source (`rl.prompts.step_prompts`), and is the same over any number of trainer ranks
     # (`rl.trainer.shard_batch` gives each rank its part of every mini-batch).
     mini_batches_per_update: int = 1
+    # "source": one mini-batch per source of the step instead (per run of one source in the batch's order), so each
+    # source gets an optimizer step of its own, whatever its share (`rl.algo_extras.run_slices`); "even": the
+    # `mini_batches_per_update` even slices above.
+    minibatch_split: Literal["even", "source"] = "even"
     # Leave out of the loss the closing tokens vLLM forced when rollout.thinking_token_budget ran out (the policy did
     # not choose them: `rl.algo_extras.forced_think_mask`); no effect without a thinking budget.
     mask_forced_think_tokens: bool = True
@@ -303,6 +307,9 @@ def check_config(cfg: GRPOConfig) -> None:
     if r.partial_rollouts and cfg.max_staleness < 1:
         raise ConfigError("rollout.partial_rollouts needs max_staleness >= 1 (a request that spans a weight update holds "
                           "tokens one version older than the weights it is trained with); got max_staleness = 0")
+    if cfg.algo.minibatch_split == "source" and cfg.algo.mini_batches_per_update != 1:
+        raise ConfigError(f"algo.minibatch_split: source makes one mini-batch per source; algo.mini_batches_per_update "
+                          f"= {cfg.algo.mini_batches_per_update} would split them again (leave it at 1)")
     if p.trainer_workers < 1 or p.rollout_engines < 1:
         raise ConfigError(f"placement: trainer_workers ({p.trainer_workers}) and rollout_engines ({p.rollout_engines}) must be >= 1")
     if r.weight_transfer_backend == "nccl" and not (p.trainer_gpus_per_worker > 0 and p.rollout_gpus_per_engine > 0):

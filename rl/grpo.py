@@ -46,7 +46,8 @@ sampling logprobs) by min(π_prox/π_behav, tis_cap): decoupled PPO with truncat
 
 Algorithm options (README "Algorithms"): `algo.adv_estimator` in `compute_advantages`, `algo.dynamic_sampling`
 in `dynamic_sampling` (after the staleness check, before the advantages), `algo.policy_loss`,
-`algo.mini_batches_per_update` and the forced thinking tokens (`RolloutSample.forced_mask`) in the trainer.
+`algo.mini_batches_per_update` / `algo.minibatch_split` and the forced thinking tokens (`RolloutSample.forced_mask`)
+in the trainer.
 
 Rewards are computed on the rollout side as each request finishes (`rl.actors.RolloutActor.rollout`); requests
 are spread over the engines by load (`rl.scheduler.EnginePool`); a crashed engine is restarted, gets the current
@@ -77,7 +78,7 @@ from core.plots import plot_before_after, plot_panels
 from core.run_dir import hold_run_dir
 from rl import algos
 from rl.advantage_estimators import ADVANTAGE_ESTIMATORS
-from rl.algo_extras import informative_groups
+from rl.algo_extras import informative_groups, run_labels
 from rl.actors import build_reward_router, ensure_ray, parse_cores
 from rl.checkpoint import latest_checkpoint, restore_grpo_checkpoint, save_grpo_checkpoint
 from rl.config import GRPOConfig
@@ -161,8 +162,10 @@ def grpo_step(cfg: GRPOConfig, step: int, rollout: RolloutSide, trainer: Trainer
     if budget:
         extra["budget_hit_fraction"] = sum(s.budget_hit for s in batch.samples) / max(1, len(batch.samples))
         extra["forced_think_tokens"] = float(sum(sum(s.forced_mask) for s in batch.samples))
+    sources = [g.prompt.source for g in batch.groups for _ in g.samples]  # in the order of batch.samples
     train_batch = build_batch([(s.prompt_ids, s.response_ids, s.response_logprobs) for s in batch.samples],
-                              advantages.tolist(), scored, pad_id, forced=forced)
+                              advantages.tolist(), scored, pad_id, forced=forced,
+                              minibatch=run_labels(sources) if cfg.algo.minibatch_split == "source" else None)
     t_launch = time.perf_counter()
     times.advantages_s = t_launch - t_adv
     train_ref = trainer.launch_train_step(train_batch)

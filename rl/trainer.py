@@ -4,9 +4,9 @@ One `train_step(batch)`: reference logprobs (no grad), behaviour logprobs (see `
 with one optimizer step per batch the training forward's own detached logprobs ARE the proximal policy's, so no
 extra pass runs; otherwise recomputed, or vLLM's), the rollout correction of stale samples
 (`AlgoConfig.rollout_correction`: importance weights, and a keep-mask that takes rejected tokens out of the loss),
-then `updates_per_step` × `algo.mini_batches_per_update` optimizer steps (PPO epochs over mini-batches), each over
-micro-batches with gradient accumulation, with the policy loss `algo.policy_loss` (`rl.policy_losses`), AdamW,
-grad-norm clipping and the warm-up/cosine schedule of `core.optim.lr_at`. Every phase is
+then `updates_per_step` × mini-batches optimizer steps (PPO epochs over `minibatch_cuts`: even slices, or one per
+source), each over micro-batches with gradient accumulation, with the policy loss `algo.policy_loss`
+(`rl.policy_losses`), AdamW, grad-norm clipping and the warm-up/cosine schedule of `core.optim.lr_at`. Every phase is
 timed (`time_reference_s`, `time_behaviour_s`, `time_train_s`, `time_trainer_s` = the whole call), so the
 driver's waits are true.
 
@@ -48,7 +48,7 @@ import torch.distributed as dist
 
 from core.device import autocast, full_value, resolve_device, resolve_dtype
 from rl import algos
-from rl.algo_extras import minibatch_slices
+from rl.algo_extras import minibatch_slices, run_slices
 from rl.config import ROLLOUT_RS_OPTIONS, AlgoConfig, GRPOTrainerConfig, effective_correction
 from rl.policy_losses import POLICY_LOSSES
 from rl.rollout_correction import ROLLOUT_CORRECTIONS
@@ -63,6 +63,9 @@ class TrainBatch:
     response_mask: torch.Tensor  # [B, T-1] 1 where target token t+1 is a response token of a scored sample
     rollout_logprobs: torch.Tensor  # [B, T-1] vLLM's sampling logprobs at the response targets (0 elsewhere)
     advantages: torch.Tensor  # [B]
+    # [B] the PPO mini-batch of each row under `algo.minibatch_split: source` (the index of its run of one source,
+    # `build_batch(minibatch=...)`); all 0 otherwise, where `algo.mini_batches_per_update` cuts even slices
+    minibatch: torch.Tensor
 
     def to(self, device: torch.device) -> "TrainBatch":
         return TrainBatch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
@@ -72,11 +75,11 @@ class TrainBatch:
 
 
 def build_batch(sequences: list[tuple[list[int], list[int], list[float]]], advantages: list[float], scored: list[bool],
-                pad_id: int, forced: list[list[int]] | None = None) -> TrainBatch:
+                pad_id: int, forced: list[list[int]] | None = None, minibatch: list[int] | None = None) -> TrainBatch:
     """Pad (prompt_ids, response_ids, response_logprobs) triples into a `TrainBatch`; unscored samples are masked.
     `forced`: per sample, 1 on the response tokens vLLM forced (`RolloutSample.forced_mask`: the thinking budget ran
     out); they leave the response mask, so they get no gradient and no importance ratio (the policy did not choose
-    them). None or an empty list = none forced.
+    them). None or an empty list = none forced. `minibatch`: per sample, its PPO mini-batch (`TrainBatch.minibatch`).
 
     >>> b = build_batch([([1], [2, 3, 4], [0.0] * 3)], [1.0], [True], pad_id=0, forced=[[0, 1, 0]])
     >>> b.response_mask.tolist()
@@ -97,17 +100,34 @@ def build_batch(sequences: list[tuple[list[int], list[int], list[float]]], advan
             lps[i, len(p) - 1 : n - 1] = torch.tensor(lp)
             if forced is not None and forced[i] and any(forced[i]):
                 resp[i, len(p) - 1 : n - 1] *= 1 - torch.tensor(forced[i], dtype=resp.dtype)
-    return TrainBatch(ids, attn, resp, lps, torch.tensor(advantages, dtype=torch.float32))
+    minibatch = torch.tensor(minibatch if minibatch is not None else [0] * B, dtype=torch.long)
+    return TrainBatch(ids, attn, resp, lps, torch.tensor(advantages, dtype=torch.float32), minibatch)
 
 
-def shard_batch(batch: TrainBatch, world_size: int, mini_batches: int = 1) -> list[TrainBatch]:
+def minibatch_cuts(batch: TrainBatch, algo: AlgoConfig) -> list[slice]:
+    """The batch's PPO mini-batches, one optimizer step each: one per run of one source (`algo.minibatch_split:
+    source`), else `algo.mini_batches_per_update` even slices (at most one per sequence: dynamic sampling can leave
+    a step fewer sequences than mini-batches).
+
+    >>> b = build_batch([([1], [2], [0.0])] * 3, [1.0, 2.0, 3.0], [True] * 3, pad_id=0, minibatch=[0, 0, 1])
+    >>> minibatch_cuts(b, AlgoConfig(minibatch_split="source")), minibatch_cuts(b, AlgoConfig())
+    ([slice(0, 2, None), slice(2, 3, None)], [slice(0, 3, None)])
+    """
+    B = batch.input_ids.shape[0]
+    if algo.minibatch_split == "source":
+        return run_slices(batch.minibatch.tolist())
+    return minibatch_slices(B, min(max(algo.mini_batches_per_update, 1), B))
+
+
+def shard_batch(batch: TrainBatch, world_size: int, mini_batches: int | list[slice] = 1) -> list[TrainBatch]:
     """The step's sequences split evenly over `world_size` ranks, in order; padded to a multiple of `world_size`
     with fully masked copies of the first row (no loss, no metrics), so every rank runs the same micro-batches.
 
     With `mini_batches` > 1 (PPO mini-batches, `algo.mini_batches_per_update`) each of the whole batch's mini-batches
-    (`minibatch_slices`) is split over the ranks on its own, and a rank holds its parts in mini-batch order: the
-    rank's own `minibatch_slices` then cut it at the same places, so optimizer step i trains on mini-batch i of the
-    whole batch whatever the rank count (split per rank instead, step i would take rows from every mini-batch).
+    (`minibatch_slices`, or the given slices: `minibatch_cuts`) is split over the ranks on its own, and a rank holds
+    its parts in mini-batch order: the rank's own `minibatch_cuts` then cut it at the same places, so optimizer step i
+    trains on mini-batch i of the whole batch whatever the rank count (split per rank instead, step i would take rows
+    from every mini-batch). A padding row copies its mini-batch's first row, so it keeps that mini-batch's label.
 
     >>> b = build_batch([([1], [2], [0.0])] * 3, [1.0, 2.0, 3.0], [True] * 3, pad_id=0)
     >>> [s.advantages.tolist() for s in shard_batch(b, 2)], [s.response_mask.sum().item() for s in shard_batch(b, 2)]
@@ -119,9 +139,9 @@ def shard_batch(batch: TrainBatch, world_size: int, mini_batches: int = 1) -> li
     if world_size == 1:
         return [batch]
     B = batch.input_ids.shape[0]
-    n = min(max(mini_batches, 1), B)
-    if n > 1:
-        parts = [shard_batch(batch.rows(sl), world_size) for sl in minibatch_slices(B, n)]
+    cuts = mini_batches if isinstance(mini_batches, list) else minibatch_slices(B, min(max(mini_batches, 1), B))
+    if len(cuts) > 1:
+        parts = [shard_batch(batch.rows(sl), world_size) for sl in cuts]
         return [TrainBatch(*(torch.cat([getattr(part[r], f.name) for part in parts]) for f in dataclasses.fields(batch)))
                 for r in range(world_size)]
     pad = (-B) % world_size
@@ -316,7 +336,7 @@ class PolicyTrainer:
         normalised by before the first micro-batch: both recompute."""
         if self.algo.behaviour_logprobs != "auto":
             return self.algo.behaviour_logprobs
-        if self.cfg.updates_per_step * self.algo.mini_batches_per_update > 1:
+        if self.cfg.updates_per_step * self.algo.mini_batches_per_update > 1 or self.algo.minibatch_split == "source":
             return "recompute"
         return "recompute" if effective_correction(self.algo)[0] in ROLLOUT_RS_OPTIONS else "training_forward"
 
@@ -340,11 +360,10 @@ class PolicyTrainer:
             group["lr"] = lr
         metrics: dict[str, float] = {}
         update = batch if before.keep is None else dataclasses.replace(batch, response_mask=before.keep)
-        # at most one mini-batch per sequence (dynamic sampling can leave a step fewer sequences than mini-batches);
         # every rank holds the same number of rows, its parts of the whole batch's mini-batches in order
         # (`shard_batch`), so every rank makes the same optimizer steps on the same mini-batches
-        n_mini = min(self.algo.mini_batches_per_update, batch.input_ids.shape[0])
-        slices = minibatch_slices(batch.input_ids.shape[0], n_mini) if n_mini > 1 else [None]
+        cuts = minibatch_cuts(batch, self.algo)
+        slices = cuts if len(cuts) > 1 else [None]
         per_update: dict[str, float] = {}
         for u in range(self.cfg.updates_per_step):
             for i, sl in enumerate(slices):  # PPO mini-batches: one optimizer step each

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 from rl.config import GRPOConfig, PlacementConfig
-from rl.trainer import TrainBatch, shard_batch
+from rl.trainer import TrainBatch, minibatch_cuts, shard_batch
 
 PLACEMENT_TIMEOUT_S = 30.0
 
@@ -168,7 +168,7 @@ class TrainerGroup:
     def launch_train_step(self, batch: TrainBatch) -> list:
         """Start one step on every rank (each gets its share of the sequences); returns the pending results."""
         self.ready()
-        shards = shard_batch(batch, self.world_size, self.cfg.algo.mini_batches_per_update)
+        shards = shard_batch(batch, self.world_size, minibatch_cuts(batch, self.cfg.algo))
         return [a.train_step.remote(shard) for a, shard in zip(self.actors, shards)]
 
     def wait(self, refs: list) -> dict[str, float]:

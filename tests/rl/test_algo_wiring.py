@@ -217,6 +217,25 @@ def test_mini_batches_first_on_policy_later_ones_clip(tiny_grpo_checkpoint):
                       "clip_fraction_one_update": m1["clip_fraction"]}))
 
 
+def test_by_source_mini_batches_cut_where_the_sources_end(tiny_grpo_checkpoint):
+    """`algo.minibatch_split: source` makes one optimizer step per source: sources of 2 + 2 sequences make the update
+    of two even mini-batches, sources of 3 + 1 another one (the cut follows the labels, not the count)."""
+    def weights(t, batch):
+        t.train_step(batch)
+        return torch.cat([p.detach().flatten() for p in t.policy.parameters()])
+
+    even = _trainer(tiny_grpo_checkpoint, lr=0.01, kl_coef=0.0, mini_batches_per_update=2)
+    halves = _trainer(tiny_grpo_checkpoint, lr=0.01, kl_coef=0.0, minibatch_split="source")
+    skewed = _trainer(tiny_grpo_checkpoint, lr=0.01, kl_coef=0.0, minibatch_split="source")
+    assert halves.behaviour_source() == "recompute"  # several optimizer steps: the proximal policy is recomputed
+    pad = even.tokenizer.pad_token_id
+    w_even = weights(even, _toy(pad))
+    w_halves = weights(halves, dataclasses.replace(_toy(pad), minibatch=torch.tensor([0, 0, 1, 1])))
+    w_skewed = weights(skewed, dataclasses.replace(_toy(pad), minibatch=torch.tensor([0, 0, 0, 1])))
+    torch.testing.assert_close(w_halves, w_even, rtol=0, atol=0)
+    assert not torch.allclose(w_skewed, w_even)
+
+
 @pytest.mark.parametrize("loss", ["gspo", "cispo", "sapo"])
 def test_policy_loss_is_selected_by_name(tiny_grpo_checkpoint, loss):
     """Off-policy (vLLM's planted logprobs as the ratio's denominator, so ρ ≠ 1: on-policy these losses all have
@@ -257,3 +276,21 @@ def test_dapo_with_mini_batches_and_dynamic_sampling_runs(ray_local, shared_roll
         assert 0.0 <= row["dynamic/filtered_fraction"] <= 1.0 and row["dynamic/extra_rounds"] in (0.0, 1.0)
         assert row["update_0/clip_fraction"] == 0.0 and "update_1/clip_fraction" in row
         assert math.isfinite(row["loss"])
+
+
+def test_by_source_mini_batches_take_one_optimizer_step_per_source(ray_local, shared_rollout, tiny_grpo_checkpoint,
+                                                                    tmp_path):
+    """Two sources (math 3 prompts, IFEval 1 a step): `algo.minibatch_split: source` makes two optimizer steps a
+    batch, the first on-policy; a second split on top of it is refused before any start-up."""
+    from rl.config import check_config
+    from rl.grpo import run_grpo
+    from tests.rl.conftest import grpo_test_config
+
+    bad = grpo_test_config(tiny_grpo_checkpoint, tmp_path / "bad", algo={"minibatch_split": "source",
+                                                                         "mini_batches_per_update": 2})
+    with pytest.raises(ConfigError, match="minibatch_split: source makes one mini-batch per source"):
+        check_config(bad)
+    cfg = grpo_test_config(tiny_grpo_checkpoint, tmp_path / "run", max_steps=1, algo={"minibatch_split": "source"})
+    run_grpo(cfg, rollout=shared_rollout)
+    [row] = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    assert row["update_0/clip_fraction"] == 0.0 and "update_1/clip_fraction" in row and "update_2/loss" not in row

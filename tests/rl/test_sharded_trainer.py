@@ -11,13 +11,17 @@ from rl.algo_extras import minibatch_slices
 from rl.trainer import build_batch, shard_batch
 
 
-def _batch(pad_id: int):
+SOURCE_LABELS = [0, 0, 0, 1, 2, 2, 2]  # `algo.minibatch_split: source`: three sources of 3, 1 and 3 sequences
+
+
+def _batch(pad_id: int, minibatch: list[int] | None = None):
     """Seven sequences (not a multiple of two: one rank gets a padding row) with uneven response lengths and one
     masked (unscored) sample, so that per-rank normalisation would differ from the whole batch's."""
     seqs = [([1, 5, 6], [7, 8, 9, 10, 11], [-1.0] * 5), ([1, 5], [10], [-2.0]), ([1, 2, 3, 4], [12, 13], [-1.5] * 2),
             ([1], [13, 14, 15, 16], [-0.5] * 4), ([2, 3], [4, 5, 6], [-1.0] * 3), ([2], [9, 9, 9, 9, 9, 9], [-0.7] * 6),
             ([3, 3], [4], [-1.0])]
-    return build_batch(seqs, [1.0, -0.5, 0.3, -1.2, 0.4, 0.9, -0.8], [True, True, True, True, False, True, True], pad_id)
+    return build_batch(seqs, [1.0, -0.5, 0.3, -1.2, 0.4, 0.9, -0.8], [True, True, True, True, False, True, True], pad_id,
+                       minibatch=minibatch)
 
 
 def test_shard_batch_pads_to_equal_shares_without_adding_tokens():
@@ -43,18 +47,38 @@ def test_each_rank_cuts_its_share_where_the_whole_batch_has_its_mini_batches(wor
     assert sum(float(s.response_mask.sum()) for s in shards) == float(batch.response_mask.sum())
 
 
-def _train(ckpt, tmp_path, workers: int, kl_coef: float, name: str, mini_batches: int = 1) -> tuple[dict, dict]:
+@pytest.mark.parametrize("world_size", [2, 3, 4])
+def test_by_source_each_rank_cuts_its_share_where_the_sources_end(world_size):
+    """`algo.minibatch_split: source`: optimizer step i of every rank trains on source i's rows and nothing else,
+    for sources of unequal size (a rank's share of the one-row source is that row or its padding copy)."""
+    from rl.config import AlgoConfig
+    from rl.trainer import minibatch_cuts
+
+    algo = AlgoConfig(minibatch_split="source")
+    batch = _batch(0, SOURCE_LABELS)
+    shards = shard_batch(batch, world_size, minibatch_cuts(batch, algo))
+    assert len({s.input_ids.shape[0] for s in shards}) == 1
+    whole = [sorted(batch.advantages[sl].tolist()) for sl in minibatch_cuts(batch, algo)]
+    assert [len(w) for w in whole] == [3, 1, 3]
+    per_rank = [[s.advantages[sl].tolist() for sl in minibatch_cuts(s, algo)] for s in shards]
+    assert all(len(cuts) == 3 for cuts in per_rank)
+    got = [sorted(a for rank in per_rank for a in rank[i] if a != 0.0) for i in range(3)]
+    assert got == whole
+
+
+def _train(ckpt, tmp_path, workers: int, kl_coef: float, name: str, mini_batches: int | str = 1) -> tuple[dict, dict]:
     from rl.trainer_group import TrainerGroup
     from tests.rl.conftest import grpo_test_config
 
+    split = {"minibatch_split": "source"} if mini_batches == "source" else {"mini_batches_per_update": mini_batches}
     cfg = grpo_test_config(ckpt, tmp_path / name, placement={"trainer_workers": workers},
-                           algo={"kl_coef": kl_coef, "mini_batches_per_update": mini_batches},
-                           trainer={"micro_batch_sequences": 2})
+                           algo={"kl_coef": kl_coef, **split}, trainer={"micro_batch_sequences": 2})
     trainer = TrainerGroup(cfg)
     try:
         from transformers import AutoTokenizer
 
-        batch = _batch(AutoTokenizer.from_pretrained(ckpt["model"]).pad_token_id)
+        batch = _batch(AutoTokenizer.from_pretrained(ckpt["model"]).pad_token_id,
+                       SOURCE_LABELS if mini_batches == "source" else None)
         metrics = [trainer.train_step(batch) for _ in range(2)]
         trainer.save(str(tmp_path / name / "ckpt"), {"step": 2})
     finally:
@@ -62,10 +86,11 @@ def _train(ckpt, tmp_path, workers: int, kl_coef: float, name: str, mini_batches
     return metrics[-1], load_file(str(tmp_path / name / "ckpt" / "policy" / "model.safetensors"))
 
 
-@pytest.mark.parametrize("kl_coef,mini_batches", [(0.0, 1), (0.1, 1), (0.1, 2)])
+@pytest.mark.parametrize("kl_coef,mini_batches", [(0.0, 1), (0.1, 1), (0.1, 2), (0.1, "source")])
 def test_two_ranks_make_the_update_of_one(ray_local, tiny_grpo_checkpoint, tmp_path, kl_coef, mini_batches):
     """Two steps on the same batch: the same weights (to 1e-5, float32 sums in another order) and metrics; with
-    two PPO mini-batches a step, the same two optimizer steps on the same halves of the batch."""
+    two PPO mini-batches a step, the same two optimizer steps on the same halves of the batch; split by source,
+    the same three optimizer steps on the same three sources."""
     one, w1 = _train(tiny_grpo_checkpoint, tmp_path, 1, kl_coef, "one", mini_batches)
     two, w2 = _train(tiny_grpo_checkpoint, tmp_path, 2, kl_coef, "two", mini_batches)
     assert set(w1) == set(w2)
