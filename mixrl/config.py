@@ -48,7 +48,7 @@ DIVISION = r"\d / \d"  # level-1 division prompts ("What is 84 / 7?")
 
 def quickstart_grpo_default() -> GRPOConfig:
     """The quickstart's GRPO stage: ONE one-step asynchronous run that mixes four reward kinds (report §2.3.6),
-    8 / 4 / 2 / 2 of every step's 16 prompts:
+    8 / 4 / 3 / 1 of every step's 16 prompts:
 
     - math, answer x format x repetition + the group-overlong length term: level-1 division in thinking mode, the
       slice of the synthetic math where the tiny model is right often enough (a quarter of the time greedily) for
@@ -66,18 +66,21 @@ def quickstart_grpo_default() -> GRPOConfig:
     Token-mean loss aggregation: seq-mean-token-mean (every response weighs the same) measured math -1.1 and IFEval
     +9.3 points mean@8 against token-mean's +3.5 and +15.6 (seed 0).
 
-    The shares: math takes half of each step because it learns slowest. With 6 / 4 / 3 / 3 its held-out mean@8
-    moved -0.4 / -0.8 points at seed 0 on a 2-core EPYC (fp32 / bf16; +1.2 to +8.6 over seeds 0-2 on another host)
-    and its greedy accuracy fell; with 8 / 4 / 2 / 2 it rose +9.4 to +11.4 over seeds 0-2 and fp32, greedy up every
-    time, IFEval still rose 9-12 points on two prompts a step, code 2-6, and chat's ROUGE-L against the references
-    held in 3 of 4 runs, where with three chat prompts a step every seed hacked the reward model (README's table).
+    The shares: math takes half of each step because it learned slowest on the earlier base. From the shipped base
+    of the corrected code split (mean@8 points, seeds 0 / 1 / 2, 2-core Xeon with AMX): 8 / 4 / 2 / 2 gave math
+    +19.9 / +21.5 / +24.2, code +13.3 / +10.9 / +5.1, IFEval only +3.1 / +3.9 / +5.5 (greedy 43.8 -> 28.1 at seed 1)
+    and chat's ROUGE-L 0.46-0.68; 8 / 4 / 3 / 1 gives math +12.9 / +26.6 / +13.7, code +11.3 / +11.3 / +4.7, IFEval
+    +9.0 / +7.8 / +7.8 and ROUGE-L 0.56-0.70 (one chat prompt a step: the reward model is hacked less). On the
+    earlier base, 6 / 4 / 3 / 3 left math flat and every seed hacked the reward model with three chat prompts a step.
 
     100 steps, each batch in two PPO mini-batches (`algo.mini_batches_per_update: 2`, one optimizer step each). The
     mini-batches split the batch in its order, which is by source: math's 64 sequences make the first, code, IFEval
-    and chat the second, so each half gets an Adam step of its own. Seed 0 on a 2-core Xeon with AMX (bf16), mean@8
-    points: 60 steps, one mini-batch (before) +3.1 / +9.0 / +8.6 (math / code / IFEval); 100 steps, one mini-batch +10.9 / +10.2 / +7.4;
-    100 steps, two mini-batches +13.3 / +8.6 / +11.7; four mini-batches (math in two) +4.3 / +11.7 / +14.8, with
-    math's greedy accuracy falling, entropy rising to 0.74 and KL to 0.14.
+    and chat the second, so each half gets an Adam step of its own. On the earlier base, seed 0, mean@8 points
+    (math / code / IFEval): 60 steps, one mini-batch +3.1 / +9.0 / +8.6; 100 steps, one mini-batch +10.9 / +10.2 /
+    +7.4; 100 steps, two mini-batches +13.3 / +8.6 / +11.7; four mini-batches (math in two) +4.3 / +11.7 / +14.8, with
+    math's greedy accuracy falling. One mini-batch per source (`algo.minibatch_split: source`, four Adam steps a
+    batch; this base, 8 / 4 / 2 / 2, seed 0): +14.8 / +9.4 / +4.7 against two mini-batches' +19.9 / +13.3 / +3.1,
+    math's greedy accuracy falling and KL to the reference at 0.21.
 
     Paths are rewritten under the quickstart's run_root by `mixrl.quickstart.chain_paths`.
     """
@@ -87,8 +90,8 @@ def quickstart_grpo_default() -> GRPOConfig:
             GRPOSource(name="math", path=f"{data}/math/train.parquet", proportion=0.5, difficulties=[1],
                        prompt_pattern=DIVISION, mode="think"),
             GRPOSource(name="code", path=f"{data}/code/train.parquet", proportion=0.25, difficulties=[1]),
-            GRPOSource(name="ifeval", path=f"{data}/ifeval/train.parquet", proportion=0.125, difficulties=[1]),
-            GRPOSource(name="chat", path=f"{data}/chat/train.parquet", proportion=0.125, difficulties=[1]),
+            GRPOSource(name="ifeval", path=f"{data}/ifeval/train.parquet", proportion=0.1875, difficulties=[1]),
+            GRPOSource(name="chat", path=f"{data}/chat/train.parquet", proportion=0.0625, difficulties=[1]),
         ],
         prompts_per_step=16,
         max_steps=100,
