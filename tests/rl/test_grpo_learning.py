@@ -10,8 +10,9 @@ test split, none equal to a training prompt: greedy and mean@8 for math, code an
 reward model's mean score for chat, with ROUGE-L against the reference answers as a second judge the policy never
 trained against. A fixed seed fixes the prompts and every sample's seed (vLLM samples with per-sample seeds; the
 pipeline's order does not depend on timing, and the reward model scores each item alone): a run repeats itself on
-one machine, while other CPUs' kernels and the other precision round differently and drift apart over the steps,
-hence margins well under the rises measured. A zero learning rate leaves the policy, and so every measure,
+one machine for most of its steps (two runs of seed 0 parted at rounding level at step 75 of 100), while other CPUs'
+kernels and the other precision round differently and drift apart sooner, hence margins well under the rises
+measured. A zero learning rate leaves the policy, and so every measure,
 unchanged; a flipped advantage sign lowers them: either fails.
 """
 
@@ -36,9 +37,11 @@ pytestmark = [pytest.mark.vllm, pytest.mark.timeout(3000)]
 # The reward model's service scores each item alone (`reward_model.batch_invariant`): batched, its scores moved at
 # rounding level with the batches the timing formed, and the same seed gave another run.
 MIN_RISE = {
-    "math/mean@8": 0.05,  # +12.9 / +26.6 / +13.7 points (seeds 0 / 1 / 2)
-    "code/mean@8": 0.015,  # +11.3 / +11.3 / +4.7
-    "ifeval/mean@8": 0.03,  # +9.0 / +7.8 / +7.8
+    # +12.9 / +26.6 / +13.7 points (seeds 0 / 1 / 2); a second run of seed 0 on the same host drifted from the first
+    # at rounding level at step 75 and ended at +6.6 (greedy 34.4 -> 28.1)
+    "math/mean@8": 0.03,
+    "code/mean@8": 0.015,  # +11.3 / +11.3 / +4.7; the second run of seed 0: +11.7
+    "ifeval/mean@8": 0.03,  # +9.0 / +7.8 / +7.8; the second run of seed 0: +10.9
     "chat/mean@8": 0.3,  # the reward model's mean score: +1.50 / +1.64 / +1.14
 }
 
