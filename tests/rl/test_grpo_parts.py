@@ -134,12 +134,30 @@ def test_rollout_threads_follow_the_placement(staleness, placement, rollout, thr
     assert rollout_threads(cfg, 8) == threads
 
 
+@pytest.mark.parametrize("steps, staleness, placement, eager, expected", [
+    (10, 0, {}, None, True),  # a short CPU run: the compile would cost more start-up than it saves
+    (49, 0, {}, None, True),
+    (50, 0, {}, None, False),  # long and synchronous: every step waits for generation, compiled is faster
+    (500, 1, {}, None, True),  # one-step async: generation runs beside the trainer, off the critical path
+    (500, 0, {}, True, True),  # the recipe's own choice wins
+    (5, 1, {}, False, False),
+    (500, 0, {"rollout_gpus_per_engine": 1}, None, None),  # GPU engines: vLLM's default (CUDA graphs)
+])
+def test_cpu_engines_compile_their_model_for_long_synchronous_runs(steps, staleness, placement, eager, expected):
+    from rl.placement import rollout_eager
+
+    cfg = GRPOConfig(max_steps=steps, max_staleness=staleness)
+    cfg.placement = dataclasses.replace(cfg.placement, **placement)
+    cfg.rollout = dataclasses.replace(cfg.rollout, enforce_eager=eager)
+    assert rollout_eager(cfg) is expected
+
+
 def test_single_process_cpu_engine_environment():
     from core.engine import cpu_engine_env
 
     env = cpu_engine_env(0, "1,3-4")
     assert env == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "3", "OMP_PLACES": "{1},{3},{4}",
-                   "OMP_PROC_BIND": "close"}
+                   "OMP_PROC_BIND": "close", "VLLM_USE_AOT_COMPILE": "0"}
     assert cpu_engine_env(2)["OMP_NUM_THREADS"] == "2" and "OMP_PLACES" not in cpu_engine_env(2)
 
 
