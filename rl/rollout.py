@@ -96,6 +96,20 @@ def reward_template(prompt: StepPrompt, group_id: int) -> Sample:
                   thinking=prompt.think, extra_info=row.get("extra_info"), style=row["reward_model"].get("style"))
 
 
+def sequence_tokens(cfg: GRPOConfig, tokenizer, rows: dict[str, list[dict]], per_source: int = 64) -> int:
+    """Tokens one sequence of this run takes in an engine's KV cache (`rollout.kv_cache_seq_tokens: 0`): the longest
+    prompt among `per_source` rows spread over each source, rendered as the engines get them, a quarter more for the
+    rows not looked at, plus the longest response (training or held-out); at most max_model_len."""
+    longest = 0
+    for source in cfg.sources:
+        source_rows = rows.get(source.name, [])
+        n = len(source_rows)
+        for i in sorted({round(k * (n - 1) / max(1, per_source - 1)) for k in range(min(n, per_source))}):
+            longest = max(longest, len(render_prompt(tokenizer, source_rows[i]["prompt"], source.mode != "direct")))
+    response = max(cfg.rollout.max_response_tokens, cfg.eval.max_response_tokens if cfg.eval.prompts else 0)
+    return min(cfg.rollout.max_model_len, longest * 5 // 4 + response)
+
+
 class RolloutSide:
     """The engines of a run, the scheduler over them, their weights, and the batches they generate."""
 
@@ -103,6 +117,11 @@ class RolloutSide:
         """`trainer`: the run's `rl.trainer_group.TrainerGroup` (the weights' source). `engines`: already started
         rollout actors to use first (tests share one); the rest are created in the rollout placement group."""
         self.cfg, self.tokenizer, self.rows, self.trainer = cfg, tokenizer, rows, trainer
+        # what the engines this side creates are started with: their KV cache sized from the run's own sequences
+        self.engine_cfg = cfg
+        if not cfg.rollout.kv_cache_seq_tokens:
+            sized = dataclasses.replace(cfg.rollout, kv_cache_seq_tokens=sequence_tokens(cfg, tokenizer, rows))
+            self.engine_cfg = dataclasses.replace(cfg, rollout=sized)
         self.given = list(engines or [])
         self.fresh: set[int] = set()
         self.group = None  # the placement group of the engines this side creates
@@ -123,7 +142,7 @@ class RolloutSide:
             from rl.trainer_group import rollout_bundles, reserve
 
             self.group = reserve(rollout_bundles(self.cfg.placement), self.cfg.placement.rollout_strategy, "placement.rollout_engines")
-        return new_rollout_actor(self.cfg, self.cfg.model_path, engine, self.group)
+        return new_rollout_actor(self.engine_cfg, self.cfg.model_path, engine, self.group)
 
     def start(self) -> None:
         """Start the new engines, give every engine the run's rewards and a weight-transfer group."""

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+import core.engine
 import core.seeds
 import rl.placement
 import rl.prompts as prompts
@@ -22,7 +23,7 @@ from rl.rollout import RolloutBatch, ScoredGroup
 from rl.trainer import build_batch
 
 
-@pytest.mark.parametrize("module", [prompts, rl.weight_sync, rl.scheduler, rl.placement, core.seeds])
+@pytest.mark.parametrize("module", [prompts, rl.weight_sync, rl.scheduler, rl.placement, core.seeds, core.engine])
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
@@ -150,6 +151,36 @@ def test_cpu_engines_compile_their_model_for_long_synchronous_runs(steps, stalen
     cfg.placement = dataclasses.replace(cfg.placement, **placement)
     cfg.rollout = dataclasses.replace(cfg.rollout, enforce_eager=eager)
     assert rollout_eager(cfg) is expected
+
+
+def test_the_kv_cache_is_sized_for_the_runs_own_sequences():
+    """An engine's CPU KV cache holds max_num_seqs sequences of the run's longest sampled prompt (a quarter more) plus
+    the longest response, not of max_model_len: for the peer bench's 24-token prompts and 128-token responses under
+    max_model_len 512 that is a third of the cache."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from core.chat import render_prompt
+    from core.engine import kv_cache_bytes
+    from rl.rollout import sequence_tokens
+
+    base = Path(__file__).resolve().parents[2] / "mixrl" / "assets" / "base_tiny"
+    tok = AutoTokenizer.from_pretrained(base)
+    short, long = [{"role": "user", "content": "2 + 2?"}], [{"role": "user", "content": "word " * 60}]
+    rows = {"a": [{"prompt": short}] * 200 + [{"prompt": long}], "b": [{"prompt": short}]}
+    cfg = GRPOConfig(sources=[GRPOSource(name="a"), GRPOSource(name="b", mode="think")])
+    cfg.rollout = dataclasses.replace(cfg.rollout, max_response_tokens=100, max_model_len=512)
+    longest = len(render_prompt(tok, long, False))
+    assert sequence_tokens(cfg, tok, rows) == longest * 5 // 4 + 100  # first and last rows are among those looked at
+    cfg.eval = dataclasses.replace(cfg.eval, prompts=8, max_response_tokens=300)  # held-out responses are longer
+    assert sequence_tokens(cfg, tok, rows) == min(512, longest * 5 // 4 + 300)
+    cfg.rollout = dataclasses.replace(cfg.rollout, max_model_len=128)
+    assert sequence_tokens(cfg, tok, rows) == 128  # never more than a sequence may hold
+    full = kv_cache_bytes(str(base), "float32", 512, 64)
+    assert kv_cache_bytes(str(base), "float32", 512, 64, seq_tokens=152) == pytest.approx(full * 152 / 512, rel=1e-6)
+    at_least = kv_cache_bytes(str(base), "float32", 16384, 1)  # vLLM starts only with room for one max_model_len
+    assert kv_cache_bytes(str(base), "float32", 16384, 4, seq_tokens=100) == at_least > 32 << 20
 
 
 def test_single_process_cpu_engine_environment():
