@@ -127,19 +127,23 @@ def cpu_engine_env(threads: int = 0, cpu_bind: str = "") -> dict[str, str]:
     return env
 
 
+CPU_BLOCK_TOKENS = 128  # vLLM-CPU's KV-cache block (its default `block_size`): a sequence takes whole blocks
+
+
 def kv_cache_bytes(model_path: str, dtype: str, max_model_len: int, max_num_seqs: int, *, seq_tokens: int = 0,
                    margin: float = 1.1) -> int:
     """KV-cache bytes for `max_num_seqs` sequences of `seq_tokens` tokens (0 or more than `max_model_len`:
-    `max_model_len`) of this model (K and V of every layer), and never less than one sequence of `max_model_len`
-    (vLLM refuses to start with less), so vLLM-CPU allocates what a recipe's batch needs instead of a fixed GiB.
+    `max_model_len`), each rounded up to whole blocks, of this model (K and V of every layer), and never less than one
+    sequence of `max_model_len` (vLLM refuses to start with less), so vLLM-CPU allocates what a recipe's batch needs
+    instead of a fixed GiB. Less than the batch needs would not fail: vLLM would preempt and recompute sequences.
 
     >>> import json, tempfile, pathlib; d = tempfile.mkdtemp()
     >>> _ = pathlib.Path(d, "config.json").write_text(json.dumps({"num_hidden_layers": 4, "hidden_size": 256,
     ...     "num_attention_heads": 4, "num_key_value_heads": 2}))
     >>> kv_cache_bytes(d, "float32", 512, 128, margin=1.0) // 2**20   # 2 * 4 layers * 2 heads * 64 dims * 4 B * 65536 tokens
     256
-    >>> kv_cache_bytes(d, "float32", 512, 128, seq_tokens=128, margin=1.0) // 2**20
-    64
+    >>> kv_cache_bytes(d, "float32", 512, 128, seq_tokens=129, margin=1.0) // 2**20   # two blocks a sequence
+    128
     """
     import json
     from pathlib import Path
@@ -150,6 +154,7 @@ def kv_cache_bytes(model_path: str, dtype: str, max_model_len: int, max_num_seqs
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
     per_token = 2 * layers * cfg.get("num_key_value_heads", heads) * head_dim * (2 if dtype == "bfloat16" else 4)
     per_sequence = min(seq_tokens, max_model_len) if seq_tokens > 0 else max_model_len
+    per_sequence = -(-per_sequence // CPU_BLOCK_TOKENS) * CPU_BLOCK_TOKENS
     tokens = max(max_model_len, per_sequence * max_num_seqs)
     return max(32 << 20, int(per_token * tokens * margin))
 
