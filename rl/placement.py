@@ -79,18 +79,28 @@ CPU_COMPILE_MIN_STEPS = 50
 def rollout_eager(cfg: GRPOConfig) -> bool | None:
     """`rollout.enforce_eager` for the run's engines: the recipe's value when set; None (the engine's default: CUDA
     graphs) for GPU engines; on CPUs, compiled for synchronous runs of `CPU_COMPILE_MIN_STEPS` steps or more, where
-    generation is on every step's critical path, else eager.
+    generation is on every step's critical path, when a C++ compiler is there for inductor; else eager.
 
     >>> from rl.config import GRPOConfig
     >>> long, short = GRPOConfig(max_steps=100, max_staleness=0), GRPOConfig(max_steps=10, max_staleness=0)
-    >>> rollout_eager(long), rollout_eager(short)
-    (False, True)
-    >>> rollout_eager(GRPOConfig(max_steps=100, max_staleness=1))
+    >>> rollout_eager(short), rollout_eager(GRPOConfig(max_steps=100, max_staleness=1))
+    (True, True)
+    >>> rollout_eager(long) == (cpp_compiler() is None)  # compiled wherever inductor finds a C++ compiler
     True
     """
     if cfg.rollout.enforce_eager is not None or cfg.placement.rollout_gpus_per_engine > 0:
         return cfg.rollout.enforce_eager
-    return cfg.max_staleness > 0 or cfg.max_steps < CPU_COMPILE_MIN_STEPS
+    return cfg.max_staleness > 0 or cfg.max_steps < CPU_COMPILE_MIN_STEPS or not cpp_compiler()
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler inductor would build the compiled CPU model with (CXX, else g++ or clang++), if any: without
+    one a compiled engine could not start, so the engines stay eager."""
+    import os
+    import shutil
+
+    names = (os.environ.get("CXX", ""), "g++", "clang++")
+    return next((path for name in names if name and (path := shutil.which(name))), None)
 
 
 def rollout_threads(cfg: GRPOConfig, total_cores: int) -> int:

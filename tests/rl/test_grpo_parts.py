@@ -144,13 +144,30 @@ def test_rollout_threads_follow_the_placement(staleness, placement, rollout, thr
     (5, 1, {}, False, False),
     (500, 0, {"rollout_gpus_per_engine": 1}, None, None),  # GPU engines: vLLM's default (CUDA graphs)
 ])
-def test_cpu_engines_compile_their_model_for_long_synchronous_runs(steps, staleness, placement, eager, expected):
+def test_cpu_engines_compile_their_model_for_long_synchronous_runs(steps, staleness, placement, eager, expected,
+                                                                   monkeypatch):
+    import shutil
+
     from rl.placement import rollout_eager
+
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")  # a C++ compiler for inductor
 
     cfg = GRPOConfig(max_steps=steps, max_staleness=staleness)
     cfg.placement = dataclasses.replace(cfg.placement, **placement)
     cfg.rollout = dataclasses.replace(cfg.rollout, enforce_eager=eager)
     assert rollout_eager(cfg) is expected
+
+
+def test_cpu_engines_stay_eager_without_a_cpp_compiler(monkeypatch):
+    import shutil
+
+    from rl.placement import rollout_eager
+
+    cfg = GRPOConfig(max_steps=500, max_staleness=0)
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}" if name == "clang++" else None)
+    assert rollout_eager(cfg) is False  # any C++ compiler inductor can use
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # inductor could not build the compiled model
+    assert rollout_eager(cfg) is True
 
 
 def test_the_kv_cache_is_sized_for_the_runs_own_sequences():
