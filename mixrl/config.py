@@ -73,7 +73,12 @@ def quickstart_grpo_default() -> GRPOConfig:
     +9.0 / +7.8 / +7.8 and ROUGE-L 0.56-0.70 (one chat prompt a step: the reward model is hacked less). On the
     earlier base, 6 / 4 / 3 / 3 left math flat and every seed hacked the reward model with three chat prompts a step.
 
-    100 steps, each batch in two PPO mini-batches (`algo.mini_batches_per_update: 2`, one optimizer step each). The
+    200 steps: the held-out rises were still climbing at 100. One seed-0 run evaluated every 25 steps (mean@8
+    points over the start, math / code / IFEval): step 100 +12.9 / +11.3 / +9.0, 150 +20.7 / +9.8 / +5.4, 175 +21.5 /
+    +11.3 / +12.9, 200 +18.8 / +14.9 / +15.6; at 200 steps seeds 1 and 2 gave +27.4 / +14.8 / +16.8 and +23.4 / +8.3
+    / +13.3, with no greedy accuracy falling (README). A step takes 3.4-3.6 s (median) on a 2-core Xeon with AMX.
+
+    Each batch in two PPO mini-batches (`algo.mini_batches_per_update: 2`, one optimizer step each). The
     mini-batches split the batch in its order, which is by source: math's 64 sequences make the first, code, IFEval
     and chat the second, so each half gets an Adam step of its own. On the earlier base, seed 0, mean@8 points
     (math / code / IFEval): 60 steps, one mini-batch +3.1 / +9.0 / +8.6; 100 steps, one mini-batch +10.9 / +10.2 /
@@ -94,7 +99,7 @@ def quickstart_grpo_default() -> GRPOConfig:
             GRPOSource(name="chat", path=f"{data}/chat/train.parquet", proportion=0.0625, difficulties=[1]),
         ],
         prompts_per_step=16,
-        max_steps=100,
+        max_steps=200,
         max_staleness=1,
         rollout=RolloutConfig(samples_per_prompt=8, max_response_tokens=192, temperature=1.0),
         algo=AlgoConfig(mini_batches_per_update=2),
