@@ -76,7 +76,8 @@ def quickstart_grpo_default() -> GRPOConfig:
     200 steps: the held-out rises were still climbing at 100. One seed-0 run evaluated every 25 steps (mean@8
     points over the start, math / code / IFEval): step 100 +12.9 / +11.3 / +9.0, 150 +20.7 / +9.8 / +5.4, 175 +21.5 /
     +11.3 / +12.9, 200 +18.8 / +14.9 / +15.6; at 200 steps seeds 1 and 2 gave +27.4 / +14.8 / +16.8 and +23.4 / +8.3
-    / +13.3, with no greedy accuracy falling (README). A step takes 2.8 s (median) on a 2-core Xeon with AMX.
+    / +13.3, with no greedy accuracy falling (README). A step takes 2.75 s (median) on a 2-core Xeon with AMX, GRPO
+    601 s in all.
 
     Each batch in two PPO mini-batches (`algo.mini_batches_per_update: 2`, one optimizer step each). The
     mini-batches split the batch in its order, which is by source: math's 64 sequences make the first, code, IFEval

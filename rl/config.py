@@ -89,7 +89,8 @@ class AlgoConfig:
     # The PPO ratio's denominator (the proximal policy's logprobs). "recompute": a no-grad forward pass of the
     # trainer's weights before updating. "auto": the same numbers without that pass when it is redundant — with
     # one optimizer step per batch the weights of the training forward ARE the proximal policy, so its own
-    # detached logprobs are used (recompute otherwise). "rollout": vLLM's sampling logprobs directly (the
+    # detached logprobs are used; with several mini-batches of one update, the first mini-batch's own and the later
+    # ones' recomputed (recompute otherwise). "rollout": vLLM's sampling logprobs directly (the
     # trainer–engine kernel/dtype mismatch enters the ratio; no importance correction).
     behaviour_logprobs: Literal["auto", "recompute", "rollout"] = "auto"
     # Samples drawn by an older policy (max_staleness >= 1): "tis" weights each token's surrogate by

@@ -2,7 +2,8 @@
 
 One `train_step(batch)`: reference logprobs (no grad), behaviour logprobs (see `AlgoConfig.behaviour_logprobs`:
 with one optimizer step per batch the training forward's own detached logprobs ARE the proximal policy's, so no
-extra pass runs; otherwise recomputed, or vLLM's), the rollout correction of stale samples
+extra pass runs; with several PPO mini-batches of one update the first mini-batch's are too, so only the later ones
+are recomputed (`first_minibatch_own`); otherwise recomputed, or vLLM's), the rollout correction of stale samples
 (`AlgoConfig.rollout_correction`: importance weights, and a keep-mask that takes rejected tokens out of the loss),
 then `updates_per_step` × mini-batches optimizer steps (PPO epochs over `minibatch_cuts`: even slices, or one per
 source), each over micro-batches with gradient accumulation, with the policy loss `algo.policy_loss`
@@ -170,6 +171,11 @@ class BeforeUpdate:
     time_behaviour_s: float = 0.0
     keep: torch.Tensor | None = None  # [B, T-1] the response mask after the correction's rejection (None = unchanged)
     correction_metrics: dict = dataclasses.field(default_factory=dict)  # `rl.rollout_correction` metrics of the batch
+    # the first mini-batch's rows when its proximal logprobs are its own training forward's (`first_minibatch_own`):
+    # `behaviour` and `is_weights` are not computed there, and `rollout_gap` / `later_sums` cover the other rows
+    own_rows: slice | None = None
+    # the other rows' masked sums, for the whole batch's metrics: importance weight, truncated, tokens
+    later_sums: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def rows(self, sl: slice) -> "BeforeUpdate":
         """The mini-batch `sl`'s share (tensors sliced by row; numbers kept)."""
@@ -340,6 +346,22 @@ class PolicyTrainer:
             return "recompute"
         return "recompute" if effective_correction(self.algo)[0] in ROLLOUT_RS_OPTIONS else "training_forward"
 
+    def first_minibatch_own(self, batch: TrainBatch) -> slice | None:
+        """The first PPO mini-batch's rows when `behaviour_logprobs: auto` recomputes for several mini-batches of
+        ONE update: that mini-batch trains on the weights that have not moved yet, so its training forward's
+        detached logprobs are the proximal policy's and only the later mini-batches need the no-grad pass
+        (half of it with two mini-batches). None (recompute every row): any other source, more than one update per
+        batch (every row trains again on moved weights) or a rejecting correction (its keep-mask is needed before
+        the first micro-batch)."""
+        if self.algo.behaviour_logprobs != "auto" or self.behaviour_source() != "recompute":
+            return None
+        if self.cfg.updates_per_step != 1:
+            return None
+        if effective_correction(self.algo)[0] in ROLLOUT_RS_OPTIONS:
+            return None
+        cuts = minibatch_cuts(batch, self.algo)
+        return cuts[0] if len(cuts) > 1 else None
+
     def correct(self, proximal: torch.Tensor, behaviour: torch.Tensor, mask: torch.Tensor
                 ) -> tuple[torch.Tensor | None, torch.Tensor, dict[str, float]]:
         """The run's rollout correction (`rl.config.effective_correction`): IS weights (or None), keep-mask, metrics."""
@@ -365,10 +387,14 @@ class PolicyTrainer:
         cuts = minibatch_cuts(batch, self.algo)
         slices = cuts if len(cuts) > 1 else [None]
         per_update: dict[str, float] = {}
+        first: dict[str, float] = {}
         for u in range(self.cfg.updates_per_step):
             for i, sl in enumerate(slices):  # PPO mini-batches: one optimizer step each
                 part = (update, before) if sl is None else (update.rows(sl), before.rows(sl))
+                if before.own_rows is not None and u == i == 0:  # unmoved weights: the forward's own logprobs
+                    part = (part[0], dataclasses.replace(part[1], behaviour=None, is_weights=None))
                 metrics = self.optimizer_step(*part)
+                first = first or metrics
                 if self.cfg.updates_per_step * len(slices) > 1:
                     k = u * len(slices) + i
                     per_update.update({f"update_{k}/{key}": metrics[key] for key in ("clip_fraction", "ppo_kl", "loss")
@@ -376,12 +402,22 @@ class PolicyTrainer:
         metrics.update(per_update)
         self.step += 1
         mask = batch.response_mask
-        if before.is_weights is not None:
+        if before.own_rows is not None:  # the first mini-batch's own measures and the other rows', token-weighted
+            [own_tokens] = self.group_sum([float(mask[before.own_rows].sum())])
+            is_sum, truncated, tokens = before.later_sums
+            total = max(own_tokens + tokens, 1.0)
+            gap = first["trainer_rollout_logprob_gap"] * own_tokens + before.rollout_gap * tokens
+            metrics["trainer_rollout_logprob_gap"] = gap / total
+            if "is_weight_mean" in first:
+                metrics["is_weight_mean"] = (first["is_weight_mean"] * own_tokens + is_sum) / total
+                own_truncated = first["is_weight_truncated_fraction"] * own_tokens
+                metrics["is_weight_truncated_fraction"] = (own_truncated + truncated) / total
+        elif before.is_weights is not None:
             metrics["is_weight_mean"] = self.group_masked_mean(before.is_weights, mask)
             metrics["is_weight_truncated_fraction"] = self.group_masked_mean((before.is_weights >= self.algo.tis_cap).float(), mask)
         for key, value in before.correction_metrics.items():
             metrics[f"rollout_correction/{key}"] = value
-        if before.behaviour is not None:  # else the update measured the gap itself
+        if before.behaviour is not None and before.own_rows is None:  # else the update measured the gap itself
             metrics["trainer_rollout_logprob_gap"] = before.rollout_gap
         [trained] = self.group_sum([float(mask.sum())])
         now = time.perf_counter()
@@ -414,15 +450,28 @@ class PolicyTrainer:
         source = self.behaviour_source()
         if source == "training_forward":  # computed by the update itself (`optimizer_step`)
             return BeforeUpdate(ref, None, None, 0.0, t1 - t0)
-        if source == "recompute":
+        own = self.first_minibatch_own(batch) if source == "recompute" else None
+        later = batch.response_mask  # [B, T-1] the tokens whose proximal logprobs are computed here
+        if own is not None:  # the first mini-batch's come from its own training forward (`first_minibatch_own`)
+            rest = slice(own.stop, None)
+            old = torch.zeros_like(batch.rollout_logprobs)
+            old[rest], _ = sequence_logprobs(self.policy, batch.input_ids[rest], batch.attention_mask[rest],
+                                             micro_batch=mb, dtype=dtype)
+            later = batch.response_mask.clone()
+            later[own] = 0
+        elif source == "recompute":
             old, _ = sequence_logprobs(self.policy, batch.input_ids, batch.attention_mask, micro_batch=mb, dtype=dtype)
         else:
             old = batch.rollout_logprobs
         recompute = source == "recompute"
-        gap = self.group_masked_mean((old - batch.rollout_logprobs).abs(), batch.response_mask) if recompute else 0.0
-        is_w, keep, corr = None, None, {}
+        gap = self.group_masked_mean((old - batch.rollout_logprobs).abs(), later) if recompute else 0.0
+        is_w, keep, corr, sums = None, None, {}, (0.0, 0.0, 0.0)
         if recompute and effective_correction(self.algo)[0] != "none":
-            is_w, kept, _ = self.correct(old, batch.rollout_logprobs, batch.response_mask)  # [B, T-1] each
+            is_w, kept, _ = self.correct(old, batch.rollout_logprobs, later)  # [B, T-1] each
+            if own is not None and is_w is not None:
+                truncated = (is_w >= self.algo.tis_cap).float()
+                sums = tuple(self.group_sum([float((is_w * later).sum()), float((truncated * later).sum()),
+                                             float(later.sum())]))
             if effective_correction(self.algo)[0] in ROLLOUT_RS_OPTIONS:
                 keep = kept  # rejected tokens leave the loss (the keep-mask replaces the response mask)
                 mask = batch.response_mask
@@ -431,7 +480,9 @@ class PolicyTrainer:
                 n_rej, n_seq = self.group_sum([float(((rejected.sum(-1) > 0).float() * seqs).sum()), float(seqs.sum())])
                 corr = {"masked_fraction": self.group_masked_mean(rejected, mask),
                         "seq_masked_fraction": n_rej / max(n_seq, 1.0)}
-        return BeforeUpdate(ref, old, is_w, gap, t1 - t0, time.perf_counter() - t1, keep, corr)
+        if own is not None and is_w is None:
+            sums = (0.0, 0.0, self.group_sum([float(later.sum())])[0])
+        return BeforeUpdate(ref, old, is_w, gap, t1 - t0, time.perf_counter() - t1, keep, corr, own, sums)
 
     def optimizer_step(self, batch: TrainBatch, before: BeforeUpdate) -> dict[str, float]:
         """One optimizer step on the whole batch (the group's, when sharded), accumulated over micro-batches."""

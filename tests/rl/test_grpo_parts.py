@@ -298,6 +298,35 @@ def test_behaviour_logprobs_from_the_training_forward_equal_a_recomputed_pass(ti
     assert two.behaviour_source() == "recompute"
 
 
+@pytest.mark.parametrize("correction", ["tis", "none"])
+def test_two_mini_batches_recompute_only_the_second(tiny_grpo_checkpoint, correction):
+    """`behaviour_logprobs: auto` with two PPO mini-batches of one update recomputes only the second mini-batch's
+    proximal logprobs (the first trains on unmoved weights: its forward's own are the same numbers): both
+    optimizer steps, the loss and the whole batch's trainer-vs-vLLM gap and importance weights are those of
+    recomputing every row."""
+    runs = {}
+    for mode in ("recompute", "auto"):
+        trainer = _trainer(tiny_grpo_checkpoint, behaviour_logprobs=mode, kl_coef=0.1, off_policy_correction=correction,
+                           tis_cap=1.5, mini_batches_per_update=2)
+        batch = _toy_batch(trainer.tokenizer.pad_token_id)
+        batch.rollout_logprobs[batch.response_mask > 0] = torch.linspace(-6.0, -0.5, int(batch.response_mask.sum()))
+        own = trainer.first_minibatch_own(batch)
+        metrics = trainer.train_step(batch)
+        runs[mode] = (metrics, torch.cat([p.detach().flatten() for p in trainer.policy.parameters()]), own)
+    (rec, w_rec, own_rec), (auto, w_auto, own_auto) = runs["recompute"], runs["auto"]
+    assert own_rec is None and own_auto == slice(0, 3)  # 5 rows: mini-batches of 3 and 2
+    # rounding-level apart (a forward of 3 rows, not 5); Adam's first steps move weights by about lr = 1e-3
+    torch.testing.assert_close(w_auto, w_rec, rtol=1e-5, atol=1e-5)
+    keys = ["loss", "pg_loss", "kl", "grad_norm", "trainer_rollout_logprob_gap", "update_0/loss", "update_1/loss"]
+    keys += ["is_weight_mean", "is_weight_truncated_fraction"] if correction == "tis" else []
+    for key in keys:
+        assert auto[key] == pytest.approx(rec[key], rel=1e-4, abs=1e-6), key
+    if correction == "tis":
+        assert 0 < auto["is_weight_truncated_fraction"] < 1  # the planted gaps straddle the cap
+    assert auto["update_1/clip_fraction"] > 0 or auto["update_1/ppo_kl"] != 0  # the second step saw moved weights
+    assert rec["time_behaviour_s"] > 0 and auto["time_behaviour_s"] > 0
+
+
 def test_train_step_moves_logprobs_with_the_advantage_and_checkpoints_round_trip(tiny_grpo_checkpoint, tmp_path):
     from rl.trainer import sequence_logprobs
 
