@@ -161,11 +161,18 @@ def _mixrl_main():
         write(out_fd, (nonce + " " + line + "\n").encode())
 
     ns = {"__name__": "solution"}
+    signal.signal(signal.SIGALRM, on_alarm)
+    setitimer(signal.ITIMER_REAL, cases["per_test_timeout_s"])  # module-level code (a call that never returns) too
     try:
         exec(compile(source, "solution.py", "exec"), ns)
+    except Deadline:
+        emit(-1, "load_error", "loading the solution ran past the per-test limit of %ss" % cases["per_test_timeout_s"])
+        exit_(0)
     except base_exc:
         emit(-1, "load_error", format_exc(limit=4)[-2000:])
         exit_(0)
+    finally:
+        setitimer(signal.ITIMER_REAL, 0)
     fn = ns.get(cases["fn_name"])
     if fn is None and isinstance_(ns.get("Solution"), type_):
         try:

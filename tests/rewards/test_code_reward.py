@@ -125,3 +125,33 @@ def test_generated_code_rows_pass_on_ground_truth_alone():
     assert reward([r["extra_info"]["response"] for r in rows], gts, [None] * 4) == [1.0] * 4
     wrong = "```python\ndef nothing():\n    return None\n```"
     assert reward([wrong] * 4, gts, [None] * 4) == [0.0] * 4
+
+
+def test_the_recipe_per_test_limit_ends_a_program_that_never_returns(executor):
+    """A loop that never ends is a failed test (0, not masked), stopped at the per-test limit the recipe's code domain
+    sets (the quickstart's 1 s), not at the 10 s default, also when the solution's own module-level code calls it
+    (before, only the sandbox's wall limit stopped that: 5 tests x the limit + 2 s). On 2 cores every such sample
+    held its GRPO step that long."""
+    import time
+
+    from mixrl.config import quickstart_grpo_default
+    from rewards import RewardRouter, Sample
+    from rewards.config import reward_config_from_dict
+
+    cfg = reward_config_from_dict(quickstart_grpo_default().rewards)
+    assert cfg.domains["code"].code_timeout_s < reward_config_from_dict({}).domains["code"].code_timeout_s
+    router = RewardRouter(cfg, code_client=SandboxCodeClient(executor))
+    gt = json.dumps({"fn_name": "digits", "inputs": [[12], [5], [100], [7], [1234]], "outputs": [2, 1, 3, 1, 4]})  # 5, as generated
+    endless = "```python\ndef digits(n):\n    count = 0\n    while n > 0:\n        count += 1\n    return count\n```"
+    right = "```python\ndef digits(n):\n    count = 0\n    while n > 0:\n        count += 1\n        n //= 10\n    return count\n```"
+    at_load = endless.replace("    return count\n```", "    return count\n\nprint(digits(12))\n```")  # stuck before any test
+    try:
+        t0 = time.perf_counter()
+        *stuck, ok = router.score_batch([Sample("mixrl/synthetic_code", r, gt, ability="code") for r in (endless, at_load, right)])
+        elapsed = time.perf_counter() - t0
+    finally:
+        router.close()
+    for s in stuck:
+        assert s.reward is not None and s.components["answer"] == 0.0, s
+    assert ok.components["answer"] == 1.0, ok
+    assert elapsed < cfg.domains["code"].code_timeout_s + 4.0, elapsed  # the default limit alone would take 10 s
