@@ -47,6 +47,9 @@ class DomainConfig:
         group-overlong length term applies, as for rule-verified answers); None: an RM score says nothing about
         correctness. The free-form judge domain sets 0.5 (its verdicts are 1/0).
     code_timeout_s: per-test time limit passed to the sandbox.
+    code_cache: run a program on a test set once per reward router and reuse the verdict (a GRPO group's samples
+        often hold the same program). A program whose result depends on chance or the clock keeps its first
+        verdict; false runs every sample. A sandbox failure (masked) is never reused.
     critique: the numerical-step critique as a factor or a term of the rule reward (`rewards.critique`).
     budget_hit_penalty: subtracted from the reward of a sample whose thinking budget ran out (vLLM forced
         ``</think>``: `Sample.budget_hit`), kept as the ``budget_hit`` component; 0 = no penalty. Teaches the
@@ -65,6 +68,7 @@ class DomainConfig:
     rm_model: str = "chat-rm"
     rm_correct_threshold: float | None = None
     code_timeout_s: float = 10.0
+    code_cache: bool = True
     critique: CritiqueConfig = field(default_factory=CritiqueConfig)
     budget_hit_penalty: float = 0.0
 
@@ -224,7 +228,7 @@ def reward_config_from_dict(data: Mapping[str, Any] | None) -> RewardConfig:
     >>> reward_config_from_dict({"domains": {"math": {"lenght": {}}}})
     Traceback (most recent call last):
     ...
-    KeyError: "unknown key rewards.domains.math.lenght; valid keys: ['apply_coefficients', 'budget_hit_penalty', 'code_timeout_s', 'critique', 'extractors', 'format', 'ifeval_loose', 'ifeval_mode', 'length', 'pipeline', 'repetition', 'rm_correct_threshold', 'rm_model', 'timeout_is_incorrect']"
+    KeyError: "unknown key rewards.domains.math.lenght; valid keys: ['apply_coefficients', 'budget_hit_penalty', 'code_cache', 'code_timeout_s', 'critique', 'extractors', 'format', 'ifeval_loose', 'ifeval_mode', 'length', 'pipeline', 'repetition', 'rm_correct_threshold', 'rm_model', 'timeout_is_incorrect']"
     """
     data = dict(data or {})
     valid = {"domains", "routes", "route_prefixes", "abilities", "styles"}

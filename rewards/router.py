@@ -26,7 +26,8 @@ Example::
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ from rewards.summary import rouge_l
 from rewards.types import RewardResult, Sample, infer_thinking
 from rewards.verify import VerifierPool, default_pool, verify_answer
 from sandbox.spec import spec_from_ground_truth
+
+CODE_CACHE_SIZE = 4096  # sandbox results kept per router (`DomainConfig.code_cache`), oldest dropped first
 
 
 @dataclass
@@ -89,6 +92,10 @@ class RewardRouter:
         self.code_client = code_client
         self.rm_client = rm_client
         self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="mixrl-reward")
+        # (program, tests, limit) -> the sandbox's result, for `DomainConfig.code_cache`: a GRPO group's samples
+        # often hold the same program, and each sandbox run costs a process start (~50 ms of CPU)
+        self._code_results: OrderedDict[tuple[str, str, float], Future] = OrderedDict()
+        self._code_lock = threading.Lock()
 
     @property
     def pool(self) -> VerifierPool:
@@ -217,7 +224,7 @@ class RewardRouter:
         if program is None:
             return _Base(0.0, False, {"answer": 0.0}, {"pred": None})
         try:
-            result = self.code_client.run_tests(program, tests, timeout_s=cfg.code_timeout_s)
+            result = self._run_tests(program, tests, cfg)
         except Exception as e:  # noqa: BLE001 - a client failure masks the sample
             return _Base(None, None, error=f"code client failed: {type(e).__name__}: {e}")
         if result.error is not None:
@@ -226,6 +233,38 @@ class RewardRouter:
         value = 1.0 if correct else 0.0
         fraction = result.passed / result.total if result.total else 0.0
         return _Base(value, correct, {"answer": value, "tests_passed": fraction}, {"tests": f"{result.passed}/{result.total}"})
+
+    def _run_tests(self, program: str, tests, cfg: DomainConfig):
+        """The sandbox's result for `program` on `tests`; with `cfg.code_cache`, once per (program, tests, limit):
+        a sample whose program is already running waits for that run. A failed run (an error, masked) is not kept:
+        whoever waited on it runs the program again."""
+        run = lambda: self.code_client.run_tests(program, tests, timeout_s=cfg.code_timeout_s)  # noqa: E731
+        if not cfg.code_cache:
+            return run()
+        key = (program, repr(tests), cfg.code_timeout_s)
+        with self._code_lock:
+            shared = self._code_results.get(key)
+            if shared is None:
+                shared = self._code_results[key] = Future()
+                while len(self._code_results) > CODE_CACHE_SIZE:
+                    self._code_results.popitem(last=False)
+                owner = True
+            else:
+                self._code_results.move_to_end(key)
+                owner = False
+        if not owner:
+            result = shared.result()
+            return result if result is not None else run()
+        result = None
+        try:
+            result = run()
+        finally:
+            if result is None or result.error is not None:
+                with self._code_lock:
+                    if self._code_results.get(key) is shared:
+                        del self._code_results[key]
+            shared.set_result(result if result is not None and result.error is None else None)
+        return result
 
     def _rm_bases(self, samples: Sequence[Sample], model: str, thresholds: Sequence[float | None]) -> list[_Base]:
         if self.rm_client is None:

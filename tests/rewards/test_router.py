@@ -159,6 +159,28 @@ def test_code_domain(pool):
     assert sandbox.calls == 2
 
 
+def test_a_program_runs_once_per_test_set(pool):
+    """A group's samples often hold the same program: the sandbox runs it once on a test set and the verdict is
+    reused (`code_cache`), unless the recipe turns that off; a sandbox failure (masked) is never reused."""
+    other_gt = json.dumps({"fn_name": "add", "inputs": [[5, 5]], "outputs": [10]})
+    batch = [Sample("mixrl/synthetic_code", code, gt) for code, gt in
+             [(GOOD_CODE, CODE_GT), (BAD_CODE, CODE_GT), (GOOD_CODE, CODE_GT), (GOOD_CODE, other_gt), (BAD_CODE, CODE_GT)]]
+    for cache, runs in ((True, 3), (False, 5)):
+        sandbox = FakeSandbox()
+        r = RewardRouter(reward_config_from_dict({"domains": {"code": {"code_cache": cache}}}), pool=pool, code_client=sandbox)
+        first = r.score_batch(batch, length_terms=False)
+        again = r.score_batch(batch, length_terms=False)
+        r.close()
+        assert [x.reward for x in first] == [x.reward for x in again] == [1.0, 0.0, 1.0, 1.0, 0.0]
+        assert again[1].components["tests_passed"] == 0.5
+        assert sandbox.calls == runs * (1 if cache else 2), (cache, sandbox.calls)
+    failing = FakeSandbox("error")
+    r = RewardRouter(pool=pool, code_client=failing)
+    assert [x.reward for x in r.score_batch(batch[:1] * 2, length_terms=False)] == [None, None]
+    r.close()
+    assert failing.calls == 2
+
+
 @pytest.mark.parametrize("client", [None, FakeSandbox("raise"), FakeSandbox("error")])
 def test_code_infrastructure_failure_is_masked(pool, client):
     r = RewardRouter(pool=pool, code_client=client)
