@@ -58,7 +58,8 @@ def quickstart_grpo_default() -> GRPOConfig:
       no parameter and are solved 0.8-0.9 of the time, or take one that training never states (the letter to
       count, the separator to join with), which the tiny model does not copy from the prompt (count_char 0.04,
       repeat_join 0.12, before and after). Trained on level 1 (seed 0), all 67 level-1 held-out rows rose only
-      45.1 -> 53.0 mean@8 while level 2's fell 42.7 -> 23.1 (transformers samples, 8 a prompt);
+      45.1 -> 53.0 mean@8 while level 2's fell 42.7 -> 23.1; on levels 1 and 2, level 1 rose to 49.3 and level 2
+      to 64.0 (transformers samples, 8 a prompt);
     - instruction following, the IFEval verifiers;
     - open-ended chat, scored by the reward-model service the quickstart trains and starts, found through its
       registry (`reward_model.instances=0` leaves chat out);
@@ -78,11 +79,13 @@ def quickstart_grpo_default() -> GRPOConfig:
     +9.0 / +7.8 / +7.8 and ROUGE-L 0.56-0.70 (one chat prompt a step: the reward model is hacked less). On the
     earlier base, 6 / 4 / 3 / 3 left math flat and every seed hacked the reward model with three chat prompts a step.
 
-    200 steps: the held-out rises were still climbing at 100. One seed-0 run evaluated every 25 steps (mean@8
-    points over the start, math / code / IFEval): step 100 +12.9 / +11.3 / +9.0, 150 +20.7 / +9.8 / +5.4, 175 +21.5 /
-    +11.3 / +12.9, 200 +18.8 / +14.9 / +15.6; at 200 steps seeds 1 and 2 gave +27.4 / +14.8 / +16.8 and +23.4 / +8.3
-    / +13.3, with no greedy accuracy falling (README). A step takes 2.75 s (median) on a 2-core Xeon with AMX, GRPO
-    601 s in all.
+    200 steps: the held-out rises were still climbing at 100 (level-1 code, one seed-0 run evaluated every 25 steps,
+    mean@8 points over the start, math / code / IFEval: step 100 +12.9 / +11.3 / +9.0, 150 +20.7 / +9.8 / +5.4, 175
+    +21.5 / +11.3 / +12.9, 200 +18.8 / +14.9 / +15.6). With code on level 2, seeds 0 / 1 / 2 at 200 steps: math
+    +18.0 / +22.7 / +21.8, code +33.6 / +34.8 / +30.1, IFEval +9.7 / +12.9 / +12.9 (another path of seed 0: +20.3 /
+    +32.1 / +17.2), no greedy accuracy falling (README); level-1 code at seeds 1 / 2 gave code +14.8 / +8.3. Mixing 7 / 2 / 4 / 1 instead (more IFEval, seed 0):
+    math +11.7 with its greedy accuracy falling 34.4 -> 28.1, code +23.5, IFEval +14.4. A step takes 3.4-3.8 s
+    (median) on a 2-core Xeon with AMX, level-2 code answers being longer (46 tokens a response against 38).
 
     Each batch in two PPO mini-batches (`algo.mini_batches_per_update: 2`, one optimizer step each). The
     mini-batches split the batch in its order, which is by source: math's 64 sequences make the first, code, IFEval
