@@ -110,9 +110,12 @@ def test_full_service_answers_429_with_retry_after_and_the_client_retries(sb, no
     url = _start(server)
     try:
         slow = threading.Thread(target=_post, args=(url, "/run_code", json.dumps(
-            {"code": "import time\ntime.sleep(1)", "run_timeout": 3}).encode()))
+            {"code": "import time\ntime.sleep(3)", "run_timeout": 6}).encode()))
         slow.start()
-        time.sleep(0.3)
+        deadline = time.monotonic() + 20  # admitted, not a fixed sleep: on a loaded host 0.3 s was not always enough
+        while svc.health()["pending"] < 1:
+            assert time.monotonic() < deadline, "the slow request was never admitted"
+            time.sleep(0.02)
         status, body, headers = _post(url, "/run_code", b'{"code": "print(1)"}')
         assert status == 429 and headers["Retry-After"] == "1" and "busy" in body["error"]
         assert _post(url, "/run_tests", json.dumps({"jobs": [TestJob("x", TestSpec.stdio([""], [""])).to_dict()] * 2}
