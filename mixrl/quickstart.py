@@ -5,9 +5,10 @@ Run:
 
 Stages: synthetic data -> [compact pretraining -> SFT with thinking-mode fusion: the shipped base checkpoint
 unless from_scratch=true] -> evaluation (vLLM-CPU) ->
-reward-model service -> one-step asynchronous GRPO from the SFT checkpoint on level-1 division (vLLM rollouts,
-Ray, gloo weight sync; `grpo.max_steps=0` skips it), whose held-out accuracy before/after (greedy and mean@8)
-closes the table.
+reward-model service -> one one-step asynchronous GRPO run from the SFT checkpoint mixing math (level-1 division),
+code (level 2, sandbox), IFEval and chat (the reward-model service) (`mixrl.config.quickstart_grpo_default`; vLLM
+rollouts, Ray, gloo weight sync; `grpo.max_steps=0` skips it), whose held-out scores before/after (greedy and mean@8)
+close the table.
 All paths derive from `run_root` (data, pretrain, sft, eval and grpo folders beneath it), so the stages chain.
 """
 
