@@ -48,7 +48,7 @@ DIVISION = r"\d / \d"  # level-1 division prompts ("What is 84 / 7?")
 
 def quickstart_grpo_default() -> GRPOConfig:
     """The quickstart's GRPO stage: ONE one-step asynchronous run that mixes four reward kinds (report §2.3.6),
-    8 / 4 / 3 / 1 of every step's 16 prompts:
+    7 / 3 / 5 / 1 of every step's 16 prompts:
 
     - math, answer x format x repetition + the group-overlong length term: level-1 division in thinking mode, the
       slice of the synthetic math where the tiny model is right often enough (a quarter of the time greedily) for
@@ -72,24 +72,25 @@ def quickstart_grpo_default() -> GRPOConfig:
     Token-mean loss aggregation: seq-mean-token-mean (every response weighs the same) measured math -1.1 and IFEval
     +9.3 points mean@8 against token-mean's +3.5 and +15.6 (seed 0).
 
-    The shares: math takes half of each step because it learned slowest on the earlier base. From the shipped base
-    of the corrected code split (mean@8 points, seeds 0 / 1 / 2, 2-core Xeon with AMX): 8 / 4 / 2 / 2 gave math
-    +19.9 / +21.5 / +24.2, code +13.3 / +10.9 / +5.1, IFEval only +3.1 / +3.9 / +5.5 (greedy 43.8 -> 28.1 at seed 1)
-    and chat's ROUGE-L 0.46-0.68; 8 / 4 / 3 / 1 gives math +12.9 / +26.6 / +13.7, code +11.3 / +11.3 / +4.7, IFEval
-    +9.0 / +7.8 / +7.8 and ROUGE-L 0.56-0.70 (one chat prompt a step: the reward model is hacked less). On the
-    earlier base, 6 / 4 / 3 / 3 left math flat and every seed hacked the reward model with three chat prompts a step.
+    The shares, 7 / 3 / 5 / 1: IFEval learns slowest, division and level-2 code have points to spare. 200 steps from
+    the shipped base (mean@8 points over the start, seeds 0 / 1 / 2, 2-core Xeon with AMX): math +19.5 / +25.0 /
+    +25.4, code +28.1 / +24.6 / +26.2, IFEval +15.2 / +17.2 / +15.6, no greedy accuracy falling and the chat
+    reward model's score rising (README). 8 / 4 / 3 / 1 gave math +18.0 / +22.7 / +21.8, code +33.6 / +34.8 / +30.1,
+    IFEval only +9.7 / +12.9 / +12.9: with three IFEval prompts a step its training reward stopped near 0.48 after
+    step 40. Of IFEval's instructions the tiny model gains on formats (lowercase, JSON, sections, quotation,
+    highlights, postscript: all 67 level-1 held-out rows, seed 0 of 8 / 4 / 3 / 1, 29.3 -> 40.9 mean@8), not on
+    those that need a word copied from the prompt (keyword existence and frequency, placeholders, the end phrase,
+    repeating the request), the same wall as code's unstated parameters. One chat prompt a step: with two
+    (8 / 4 / 2 / 2) IFEval rose only +3.1 / +3.9 / +5.5 and chat's ROUGE-L fell further, and on an earlier base three
+    chat prompts a step (6 / 4 / 3 / 3) left math flat and every seed hacked the reward model.
 
     200 steps: the held-out rises were still climbing at 100 (level-1 code, one seed-0 run evaluated every 25 steps,
     mean@8 points over the start, math / code / IFEval: step 100 +12.9 / +11.3 / +9.0, 150 +20.7 / +9.8 / +5.4, 175
-    +21.5 / +11.3 / +12.9, 200 +18.8 / +14.9 / +15.6). With code on level 2, seeds 0 / 1 / 2 at 200 steps: math
-    +18.0 / +22.7 / +21.8, code +33.6 / +34.8 / +30.1, IFEval +9.7 / +12.9 / +12.9 (another path of seed 0: +20.3 /
-    +32.1 / +17.2), no greedy accuracy falling (README); level-1 code at seeds 1 / 2 gave code +14.8 / +8.3. Mixing 7 / 2 / 4 / 1 instead (more IFEval, seed 0):
-    math +11.7 with its greedy accuracy falling 34.4 -> 28.1, code +23.5, IFEval +14.4. A step takes 3.4-3.8 s
-    (median) on a 2-core Xeon with AMX, level-2 code answers being longer (46 tokens a response against 38).
+    +21.5 / +11.3 / +12.9, 200 +18.8 / +14.9 / +15.6). A step takes 2.9-3.3 s (median) on a 2-core Xeon with AMX.
 
     Each batch in two PPO mini-batches (`algo.mini_batches_per_update: 2`, one optimizer step each). The
-    mini-batches split the batch in its order, which is by source: math's 64 sequences make the first, code, IFEval
-    and chat the second, so each half gets an Adam step of its own. On the earlier base, seed 0, mean@8 points
+    mini-batches split the batch in its order, which is by source: math's 56 sequences and 8 of code's make the
+    first, the rest of code, IFEval and chat the second, so each half gets an Adam step of its own. On the earlier base, seed 0, mean@8 points
     (math / code / IFEval): 60 steps, one mini-batch +3.1 / +9.0 / +8.6; 100 steps, one mini-batch +10.9 / +10.2 /
     +7.4; 100 steps, two mini-batches +13.3 / +8.6 / +11.7; four mini-batches (math in two) +4.3 / +11.7 / +14.8, with
     math's greedy accuracy falling. One mini-batch per source (`algo.minibatch_split: source`, four Adam steps a
@@ -101,10 +102,10 @@ def quickstart_grpo_default() -> GRPOConfig:
     data = "runs/quickstart/data"
     return GRPOConfig(
         sources=[
-            GRPOSource(name="math", path=f"{data}/math/train.parquet", proportion=0.5, difficulties=[1],
+            GRPOSource(name="math", path=f"{data}/math/train.parquet", proportion=0.4375, difficulties=[1],
                        prompt_pattern=DIVISION, mode="think"),
-            GRPOSource(name="code", path=f"{data}/code/train.parquet", proportion=0.25, difficulties=[2]),
-            GRPOSource(name="ifeval", path=f"{data}/ifeval/train.parquet", proportion=0.1875, difficulties=[1]),
+            GRPOSource(name="code", path=f"{data}/code/train.parquet", proportion=0.1875, difficulties=[2]),
+            GRPOSource(name="ifeval", path=f"{data}/ifeval/train.parquet", proportion=0.3125, difficulties=[1]),
             GRPOSource(name="chat", path=f"{data}/chat/train.parquet", proportion=0.0625, difficulties=[1]),
         ],
         prompts_per_step=16,
