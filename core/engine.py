@@ -164,15 +164,21 @@ _fork_title: str | None = None  # set while `fork_engine_core` forks: the title 
 _fork_hook_registered = False
 
 
-def _title_forked_child() -> None:
+def _prepare_forked_core() -> None:
     """Runs in every child forked from this process (`os.register_at_fork`); acts only inside `fork_engine_core`.
-    vLLM retitles its engine core with the `setproctitle` package, which finds no command line it can rewrite in
-    a process forked from a Ray worker (Ray rewrote it), so a forked core would keep the actor's title: here it
-    takes vLLM's, its command line through Ray's own routine and its kernel name through prctl(PR_SET_NAME)."""
+    The core ends with the actor that forked it (`core.vllm_plugin.exit_with_parent`: vLLM loads its plugins once
+    per process, so a forked core never runs the plugin that starts that watch in spawned ones). And it takes vLLM's
+    title: vLLM retitles its engine core with the `setproctitle` package, which finds no command line it can rewrite
+    in a process forked from a Ray worker (Ray rewrote it), so a forked core would keep the actor's; here its command
+    line is set through Ray's own routine and its kernel name through prctl(PR_SET_NAME)."""
     if _fork_title is None:
         return
     import ctypes
     import sys
+
+    from core.vllm_plugin import exit_with_parent
+
+    exit_with_parent()
 
     # PR_SET_NAME (15); a libc without prctl (not Linux) leaves the kernel name as it is, which is only cosmetic
     with contextlib.suppress(OSError, AttributeError):
@@ -202,7 +208,7 @@ def fork_engine_core(threads: int):
         return
     global _fork_title, _fork_hook_registered
     if not _fork_hook_registered:
-        os.register_at_fork(after_in_child=_title_forked_child)
+        os.register_at_fork(after_in_child=_prepare_forked_core)
         _fork_hook_registered = True
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)  # the child's OpenMP thread count is this process's at the fork

@@ -33,6 +33,7 @@ import atexit
 import gc
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -380,6 +381,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM (`kill PID`, a scheduler's preemption, `timeout`) ends the `mixrl` command the way Ctrl-C does: Python
+    unwinds, so a run stops the engines and trainers it started and Ray stops the processes it launched, then the
+    command exits with 143 (128 + SIGTERM; 15 once a run has started Ray, whose driver handler takes over). Python
+    leaves SIGTERM to the kernel, which ends the process at once and left its vLLM engine-core processes running
+    (2.7 GB each for the quickstart). Commands that serve
+    (`serve-rm`, `serve-sandbox`) install their own handlers, which drain and exit 0; a handler someone else set is
+    kept."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main(argv: list[str] | None = None) -> int:
     from core.chat import ChatTemplateError
     from core.data import DataError
@@ -392,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         # transformers and vLLM loaded it took 1.5 s of each command's end on a 2-core CPU, and process exit
         # reclaims the memory anyway (`core.vllm_plugin` does the same in vLLM's engine-core processes).
         atexit.register(gc.freeze)
+        exit_on_sigterm()
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--verbose" in argv:  # anywhere on the line: vLLM's INFO lines and expected warnings reach the console again
         argv = [a for a in argv if a != "--verbose"]

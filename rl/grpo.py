@@ -61,11 +61,13 @@ on exactly the samples an uninterrupted one would have.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -367,11 +369,24 @@ def run_grpo(cfg: GRPOConfig, *, rollout=None) -> dict:
     The recipe, the model folder and the reward services are checked first, in seconds (`rl.preflight`); the run
     directory is held for the whole run (`core.run_dir`: a second run there fails at once, naming this one)."""
     preflight(cfg)
+    started: list[Callable[[], None]] = []  # how to stop what the run has started, should it not reach its end
     with hold_run_dir(cfg.run_dir):
-        return _run_grpo(cfg, rollout)
+        try:
+            return _run_grpo(cfg, rollout, started)
+        except BaseException:  # an error, Ctrl-C, or SIGTERM to `mixrl` (`mixrl.cli.exit_on_sigterm`)
+            stop_quietly(started)
+            raise
 
 
-def _run_grpo(cfg: GRPOConfig, rollout) -> dict:
+def stop_quietly(stops: list[Callable[[], None]]) -> None:
+    """A failed or interrupted run stops its engines (their vLLM engine-core processes with them) and its trainers,
+    last started first; a stop that fails does not hide the run's own error."""
+    for stop in reversed(stops):
+        with contextlib.suppress(Exception):
+            stop()
+
+
+def _run_grpo(cfg: GRPOConfig, rollout, started: list[Callable[[], None]]) -> dict:
     from transformers import AutoTokenizer
 
     t_start = time.perf_counter()
@@ -387,7 +402,9 @@ def _run_grpo(cfg: GRPOConfig, rollout) -> dict:
     check_ray_placement(cfg)  # a placement the cluster cannot hold fails now, naming what is missing
     phases["ray"] = time.perf_counter() - t_start - sum(phases.values())
     trainer = TrainerGroup(cfg)  # the trainer's models load while the engines start
+    started.append(trainer.shutdown)
     side = RolloutSide(cfg, tokenizer, rows, trainer, engines=[rollout] if rollout is not None else None)
+    started.append(lambda: side.shutdown(keep=[rollout] if rollout is not None else None))
     side.start()  # the engines, then each engine's transfer group with the (by then loaded) trainer
     phases["engines_and_trainer"] = time.perf_counter() - t_start - sum(phases.values())
     start_step, ahead, ckpt = restore_grpo_checkpoint(cfg, trainer)
@@ -432,6 +449,7 @@ def _run_grpo(cfg: GRPOConfig, rollout) -> dict:
     summary.update({"steps": stop, "weight_version": version, "checkpoint": str(latest_checkpoint(run_dir)),
                     "parameter_checksum": trainer.parameter_checksum()})
     t_end = time.perf_counter()
+    started.clear()  # stopped here from now on
     # the end: the engines and trainers stop (mostly waiting on their processes) while the plots are drawn here
     with ThreadPoolExecutor(1, thread_name_prefix="mixrl-shutdown") as pool:
         stopped = pool.submit(lambda: (trainer.shutdown(), side.shutdown(keep=[rollout] if rollout is not None else None)))

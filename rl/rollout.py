@@ -24,6 +24,8 @@ from rl.config import GRPOConfig
 from rl.prompts import StepPrompt, step_prompts, step_sampling
 from rl.scheduler import DispatchStats, EnginePool, join_groups, rollout_items
 
+ENGINE_STOP_S = 30.0  # how long a stopping engine may take to shut vLLM down before its actor is killed anyway
+
 
 @dataclass
 class ScoredGroup:
@@ -246,8 +248,10 @@ class RolloutSide:
         for i, engine in enumerate(self.pool.engines):
             if i in self.fresh or keep is None:
                 try:
-                    ray.get(engine.shutdown.remote())
+                    ray.get(engine.shutdown.remote(), timeout=ENGINE_STOP_S)
                 except ray.exceptions.RayActorError:  # already dead (crashed or killed): nothing to drain
+                    pass
+                except ray.exceptions.GetTimeoutError:  # stuck: killed below, its engine core ends with it
                     pass
                 ray.kill(engine)
         if self.group is not None:

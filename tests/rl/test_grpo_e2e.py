@@ -91,6 +91,39 @@ def test_two_step_run_leaves_a_complete_run_directory(cli_run, tiny_grpo_checkpo
     assert changed >= {n for n, p in start.named_parameters() if p.dim() >= 2}
 
 
+def test_sigterm_to_a_mixrl_command_stops_its_vllm_engine(tiny_grpo_checkpoint, tmp_path):
+    """`kill PID` of a `mixrl` command holding an in-process vLLM engine (`mixrl eval`, the quickstart's evaluation
+    stage): the command unwinds as after Ctrl-C and exits 143, and vLLM's engine-core process ends with it. Python
+    leaves SIGTERM to the kernel, which ended the command at once and left the core running, holding its model and KV
+    cache (2.7 GB for the quickstart's). A GRPO run ends its engines and Ray's on SIGTERM too (Ray's own driver
+    handler exits the command with 15; its raylet kills an actor's child processes)."""
+    import contextlib
+
+    import psutil
+
+    from tests.processes import running
+
+    proc = subprocess.Popen([sys.executable, "-m", "mixrl.cli", "eval", tiny_grpo_checkpoint["model"], "--out",
+                             str(tmp_path / "eval"), f"data_dir={tiny_grpo_checkpoint['data']}", "domains=[math]",
+                             "prompts_per_domain=20", "max_model_len=256"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        cores, deadline = [], time.time() + 300
+        while not cores and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+            with contextlib.suppress(psutil.Error):
+                cores = [p for p in psutil.Process(proc.pid).children(recursive=True) if "EngineCor" in p.name()]
+        assert cores, "no vLLM engine core started"
+        proc.send_signal(signal.SIGTERM)  # the command alone, as `kill PID` does
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+        _, alive = psutil.wait_procs(cores, timeout=30)
+        assert not [p for p in alive if running(p)], [(p.pid, p.name()) for p in alive]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def test_killed_run_resumes_like_an_uninterrupted_one(ray_local, shared_rollout, tiny_grpo_checkpoint, tmp_path):
     """Kill `mixrl train` (two FSDP2 trainer ranks) after its step-2 checkpoint; resuming gives the same step 3 as a
     run never stopped."""

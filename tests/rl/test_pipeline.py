@@ -134,10 +134,12 @@ def test_a_crashed_engine_is_restarted_and_the_step_loses_and_duplicates_nothing
     while the trainer updates (one-step async: the update is launched as the step starts): the pool restarts it
     with the weights the trainer PUBLISHED, not the newer ones the update made meanwhile, and the step's rollouts
     are exactly those of an engine that never died."""
+    import psutil
     from transformers import AutoTokenizer
 
     from rl.actors import start_rollout
     from rl.trainer_group import TrainerGroup
+    from tests.processes import running
     from rl.prompts import load_sources
     from rl.rollout import RolloutSide
     from tests.rl.conftest import grpo_test_config
@@ -156,6 +158,8 @@ def test_a_crashed_engine_is_restarted_and_the_step_loses_and_duplicates_nothing
     side.start()
     side.sync(2)
     pid = ray.get(doomed.diagnostic_pid.remote())
+    cores = psutil.Process(pid).children()  # vLLM's engine core, forked from the actor
+    assert cores
     if kill == "actor":
         ray.kill(doomed)
     else:
@@ -169,6 +173,9 @@ def test_a_crashed_engine_is_restarted_and_the_step_loses_and_duplicates_nothing
     assert [len(g.samples) for g in batch.groups] == [cfg.rollout.samples_per_prompt] * cfg.prompts_per_step
     assert [[s.response_ids for s in g.samples] for g in batch.groups] == [[s.response_ids for s in g.samples] for g in reference.groups]
     assert [r.reward for r in batch.rewards] == [r.reward for r in reference.rewards]
+    # the killed actor's engine core did not outlive it (vLLM's core has no watch on its parent of its own)
+    _, alive = psutil.wait_procs(cores, timeout=20)
+    assert not [p for p in alive if running(p)]
     side.shutdown()
     trainer.shutdown()
 
@@ -197,3 +204,51 @@ def test_two_engines_share_each_step_and_both_follow_the_weights(ray_local, shar
         assert r["dispatch/engine0/items"] > 0 and r["dispatch/engine1/items"] > 0
         assert r["dispatch/engine0/items"] + r["dispatch/engine1/items"] == 8  # one request per prompt, each once
     assert ray_local.get(shared_rollout.weight_version.remote()) == 2
+
+
+@pytest.mark.vllm
+def test_a_failed_run_stops_the_engines_and_trainers_it_started(ray_local, shared_rollout, tiny_grpo_checkpoint, tmp_path,
+                                                                 monkeypatch):
+    """A run that fails after its start (here its first step raises) stops the engine it started (its vLLM engine
+    core with it) and its trainer workers before the error reaches the caller, whose Ray lives on (a notebook, a
+    sweep); the engine it was handed stays up."""
+    import contextlib
+
+    import psutil
+
+    from rl import grpo
+    from tests.processes import running
+    from tests.rl.conftest import grpo_test_config
+
+    def processes(needle: str) -> set:
+        found = set()
+        for p in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if running(p) and needle in p.name() + " ".join(p.cmdline()):
+                    found.add(p)
+        return found
+
+    def cores():
+        return processes("EngineCor")
+
+    def trainers():
+        return processes("TrainerActor")
+
+    shared = cores()
+    started: dict[str, set] = {}
+
+    def failing_step(*args, **kwargs):
+        started.update(cores=cores() - shared, trainers=trainers())
+        raise RuntimeError("a step failed")
+
+    monkeypatch.setattr(grpo, "grpo_step", failing_step)
+    cfg = grpo_test_config(tiny_grpo_checkpoint, tmp_path / "run", placement={"rollout_engines": 2})
+    # the traceback kept (as a notebook keeps the last one) holds the run's frames, so its actor handles: Ray's
+    # reference counting alone would not stop them
+    with pytest.raises(RuntimeError, match="a step failed") as failure:
+        grpo.run_grpo(cfg, rollout=shared_rollout)
+    assert len(started["cores"]) == 1 and started["trainers"]
+    _, alive = psutil.wait_procs([*started["cores"], *started["trainers"]], timeout=30)
+    assert not [p for p in alive if running(p)], [(p.pid, p.name()) for p in alive]
+    assert failure.tb is not None
+    assert ray_local.get(shared_rollout.weight_version.remote()) >= 0  # the handed-in engine still answers
