@@ -252,7 +252,8 @@ class RolloutSide:
                 except ray.exceptions.RayActorError:  # already dead (crashed or killed): nothing to drain
                     pass
                 except ray.exceptions.GetTimeoutError:  # killed below; its engine core ends with the actor
-                    print(f"[grpo] engine {i} did not shut vLLM down within {ENGINE_STOP_S:.0f} s; killing it", flush=True)
+                    print(f"[grpo] engine {i} did not shut vLLM down within {ENGINE_STOP_S:.0f} s; killing it",
+                          flush=True)
                 ray.kill(engine)
         if self.group is not None:
             from ray.util.placement_group import remove_placement_group
