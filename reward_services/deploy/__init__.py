@@ -116,6 +116,9 @@ def apply_manifests(docs: list[dict]) -> None:  # pragma: no cover - needs a clu
         utils.create_from_dict(api, doc, namespace=doc["metadata"].get("namespace"))
 
 
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder that holds `reward_services`
+
+
 def start_local(model_dir, *, name: str, registry: str, instances: int, token: str | None = None,
                 extra_args: Sequence[str] = (), ready_timeout_s: float = 120.0, log_dir=None) -> list[dict]:
     """Start `instances` server processes on loopback (free ports), registered in `registry`; returns their
@@ -131,9 +134,12 @@ def start_local(model_dir, *, name: str, registry: str, instances: int, token: s
         cmd = [sys.executable, "-m", "reward_services.server", str(model_dir), "--model-name", name, "--port", "0",
                "--registry", registry, "--ready-file", str(ready), *extra_args]
         env = dict(os.environ, **({"MIXRL_RM_TOKEN": token} if token else {}))
+        # in this process's directory, so relative paths (the model, a local registry, the ready file) mean what
+        # they mean here; the package importable from a source checkout without an install
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH", "")]))
         log = open(log_dir / f"{name}-{k}.log", "a")
-        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                       cwd=Path(__file__).resolve().parents[2]), ready, log))
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True),
+                      ready, log))
     infos, end = [], time.monotonic() + ready_timeout_s
     for proc, ready, log in procs:
         while not ready.exists():

@@ -101,6 +101,24 @@ def test_deploy_local_starts_registered_instances_that_score(trained_rm, tmp_pat
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_deploy_local_from_another_directory_takes_paths_relative_to_it(trained_rm, tmp_path, monkeypatch):
+    """`mixrl quickstart` and `deploy-rm --local` run from a user's own directory with relative paths (the
+    quickstart's `runs/quickstart/...`): the instances must find the model and the registry there, not beside the
+    package (they once ran in the package's folder and failed on a relative model path)."""
+    from reward_services import deploy
+    from reward_services.registry import LocalRegistry
+
+    out, _ = trained_rm
+    monkeypatch.chdir(tmp_path)
+    os.symlink(out, tmp_path / "rm")
+    [info] = deploy.start_local("rm", name="chat-rm", registry="local:registry", instances=1)
+    try:
+        assert len(LocalRegistry(tmp_path / "registry", poll_s=0.1).resolve("chat-rm")) == 1
+    finally:
+        os.kill(info["pid"], signal.SIGTERM)
+    assert wait_for(lambda: not running(info["pid"]), timeout_s=30)
+
+
 def test_serve_rm_cli_refuses_public_bind_without_token(rm_dir, capsys):
     assert main(["serve-rm", str(rm_dir), "--host", "0.0.0.0", "--token", ""]) == 2
     assert "without --token" in capsys.readouterr().err
