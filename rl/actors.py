@@ -19,6 +19,7 @@ is vLLM's NCCL trainer engine (`TrainerActor.connect_nccl`). The trainer side as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import socket
@@ -92,7 +93,7 @@ class RolloutActor:
     """Ray actor around `RolloutEngine` plus a reward router (async: Ray runs its coroutines on the actor's loop)."""
 
     def __init__(self, model_path: str, rollout_cfg, seed: int):
-        from rl.weight_sync import WORKER_EXTENSION  # imports vLLM: only in the actor's process
+        from rl.weight_sync import WORKER_EXTENSION  # a name: the engine's start imports it (and vLLM) in this process
 
         r = rollout_cfg
         self.engine = RolloutEngine(model_path, dtype=r.dtype, max_model_len=r.max_model_len, seed=seed, kv_cache_gib=r.kv_cache_gib,
@@ -403,10 +404,60 @@ def ensure_ray(cfg: GRPOConfig) -> bool:
     quiet_ray_notes()
     address = ray_address(cfg.ray.address)
     kwargs = {"num_cpus": cfg.ray.num_cpus} if cfg.ray.num_cpus and address == "local" else {}
-    # the actors' output reaches the console (their errors, vLLM's warnings); Ray's own INFO lines only if verbose
-    ray.init(address=address, include_dashboard=False, log_to_driver=True,
-             logging_level=logging.INFO if verbose() else logging.WARNING, **kwargs)
+    env = worker_env() if address == "local" else {}
+    with environment(env):  # what a Ray started here hands every worker it starts (`actor_runtime_env`)
+        # the actors' output reaches the console (their errors, vLLM's warnings); Ray's own INFO lines only if verbose
+        ray.init(address=address, include_dashboard=False, log_to_driver=True,
+                 logging_level=logging.INFO if verbose() else logging.WARNING, **kwargs)
+    if address == "local":
+        _RAY_STARTED_WITH.update(gcs=ray.get_runtime_context().gcs_address, env=env)
     return True
+
+
+_RAY_STARTED_WITH: dict = {}  # the Ray `ensure_ray` started here: its GCS address and the workers' environment
+
+
+def started_ray_here() -> bool:
+    """Whether this process's Ray is one `ensure_ray` started on this machine (its actors run here)."""
+    import ray
+
+    return ray.is_initialized() and _RAY_STARTED_WITH.get("gcs") == ray.get_runtime_context().gcs_address
+
+
+def actor_runtime_env() -> dict:
+    """The runtime environment of a trainer or rollout actor: the workers' environment (`core.device.worker_env`:
+    an allocator goes in the environment a process starts with). None is needed when the Ray this process started
+    was given that environment (`ensure_ray`): its workers inherit it, and one that Ray started in advance then
+    hosts the actor at once. An actor with an environment of its own waits for a new worker: 1.0 s to a ready
+    actor against 0.4 s, on the quickstart's start-up path (trainer and engine start side by side)."""
+    env = worker_env()
+    return {} if not env or (_RAY_STARTED_WITH.get("env") == env and started_ray_here()) else {"env_vars": env}
+
+
+@contextlib.contextmanager
+def environment(env: dict[str, str]):
+    """`env` in this process's environment for the block (the processes it starts inherit it), then as it was."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def engine_dtype_decided_here(cfg: GRPOConfig) -> bool:
+    """Whether the engines' `auto` precision is decided in this process (`rl.grpo`, beside Ray's start) rather than
+    by each engine at its start (0.3 s on its start-up path): when the run is about to start a Ray on this machine
+    (`ensure_ray`) and the engines get no GPU, they run on this machine's CPUs, and the one-thread probe an engine
+    would run (`core.device.resolve_dtype`) gives the same answer here. Call before `ensure_ray`."""
+    import ray
+
+    return (cfg.rollout.dtype == "auto" and not cfg.placement.rollout_gpus_per_engine and not ray.is_initialized()
+            and ray_address(cfg.ray.address) == "local")
 
 
 def ray_address(configured: str) -> str | None:
@@ -450,7 +501,7 @@ def new_rollout_actor(cfg: GRPOConfig, model_path: str, engine: int = 0, group=N
 
         options = {"num_cpus": p.rollout_cpus_per_engine or 0.01, "num_gpus": p.rollout_gpus_per_engine,
                    "scheduling_strategy": PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=engine)}
-    options["runtime_env"] = {"env_vars": worker_env()}  # the engine's processes inherit it
+    options["runtime_env"] = actor_runtime_env()  # the engine's processes inherit it
     return ray.remote(RolloutActor).options(**options).remote(model_path, rollout_cfg, engine_seed(cfg.seed, engine))
 
 

